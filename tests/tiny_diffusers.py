@@ -1,0 +1,106 @@
+"""A tiny random Stable Diffusion inpainting pipeline, saved like a real one, for CPU tests.
+
+Everything is built locally (no model hub): a 9-channel UNet, a 4-level VAE (scale factor 8, like SD), a
+2-layer CLIP text encoder and a byte-level CLIP tokenizer from a vocabulary written here. Images of 32×32
+give 4×4 latents, so one surrogate call takes milliseconds on a CPU.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+# Side of the images the tiny model is meant for (unet sample_size 4 × vae scale factor 8).
+TINY_SIZE = 32
+
+
+def _byte_vocab() -> dict[str, int]:
+    """A CLIP vocabulary of the 256 byte symbols, alone and word-final, plus the two special tokens."""
+    # Byte-level BPE shows printable bytes as themselves and shifts the others past 255 (GPT-2 convention).
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    shifted = [b for b in range(256) if b not in printable]
+    symbols = [chr(b) for b in printable] + [chr(256 + i) for i in range(len(shifted))]
+    tokens = symbols + [s + "</w>" for s in symbols] + ["<|startoftext|>", "<|endoftext|>"]
+    return {token: index for index, token in enumerate(tokens)}
+
+
+def build_tiny_inpaint_pipeline(path: str | Path, scheduler: str = "ddim"):
+    """Build, save (safetensors) and return the directory of a tiny random SD-inpainting pipeline.
+
+    Args:
+        path: directory to write; created if missing.
+        scheduler: "ddim" or "pndm" (the scheduler the saved pipeline uses for real edits).
+    Returns:
+        ``Path(path)``, holding ``model_index.json`` and the component folders.
+    """
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        PNDMScheduler,
+        StableDiffusionInpaintPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    path = Path(path)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=TINY_SIZE // 8,
+        in_channels=9,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(8, 8, 16, 16),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=4,
+        sample_size=TINY_SIZE,
+    )
+    text_config = CLIPTextConfig(
+        bos_token_id=512,
+        eos_token_id=513,
+        hidden_size=32,
+        intermediate_size=37,
+        layer_norm_eps=1e-5,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        pad_token_id=513,
+        vocab_size=600,
+        max_position_embeddings=77,
+    )
+    text_encoder = CLIPTextModel(text_config)
+    tokenizer = CLIPTokenizer(vocab=_byte_vocab(), merges=[], model_max_length=77)
+    schedule = dict(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1, set_alpha_to_one=False
+    )
+    if scheduler == "ddim":
+        noise_scheduler = DDIMScheduler(clip_sample=False, **schedule)
+    elif scheduler == "pndm":
+        noise_scheduler = PNDMScheduler(skip_prk_steps=True, **schedule)
+    else:
+        raise ValueError(f"scheduler must be 'ddim' or 'pndm', got {scheduler!r}")
+    pipe = StableDiffusionInpaintPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=noise_scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    path.mkdir(parents=True, exist_ok=True)
+    pipe.save_pretrained(path, safe_serialization=True)
+    return path
