@@ -1,0 +1,75 @@
+"""The configuration of one protection run."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+TARGETS = ("primary", "gray", "invert", "custom")
+
+
+@dataclass(frozen=True)
+class ProtectConfig:
+    """Everything that shapes the protected bytes besides the model, the method and the inputs.
+
+    ``None`` for ``eps`` or ``steps`` means the chosen method's published default.
+    """
+
+    # Perturbation budget on [0, 1] pixels: L∞ for rtb/noise/photoguard-encoder, L2 per image for
+    # photoguard-diffusion. None = the method's default (rtb 0.025).
+    eps: float | None = None
+    # Optimisation steps. None = the method's default (rtb 20).
+    steps: int | None = None
+    # Adam learning rate of the rtb optimizer (the paper's 0.1, i.e. 4·ε: every step saturates).
+    lr: float = 0.1
+    # Adam betas of the rtb optimizer (the paper's (0.5, 0.5)).
+    betas: tuple[float, float] = (0.5, 0.5)
+    # Side of the square box that dilates the protected region into M+ (the paper's 17 = 8 px per side).
+    dilation: int = 17
+    # Weights of the rtb loss terms: L = w_i·implant + w_e·expanded + w_h·hide (the paper's 1, 1, 2).
+    implant_weight: float = 1.0
+    expanded_weight: float = 1.0
+    hide_weight: float = 2.0
+    # Upper end of the uniform δ initialisation, δ ~ U[0, init_high] (the paper's 0.01).
+    init_high: float = 0.01
+    # What a malicious edit should output: "primary" (pure R, G or B farthest from the mean colour),
+    # "gray", "invert" (1 − x) or "custom" (images passed to protect(targets=...)).
+    target: str = "primary"
+    # Largest side the optimizer works at; larger images are downscaled for the optimisation and the
+    # perturbation is resized back to the original size. None = optimise at full size.
+    max_side: int | None = None
+    # Images optimised together in one batch (per-sample losses: the batch never changes a result).
+    batch_size: int = 8
+    # Base seed; each image's generator is seeded from it and the image's content.
+    seed: int = 0
+    # Surrogate draws (timestep and noise) cycled over the steps for stochastic (diffusion) backends;
+    # the constant clean ring edit is computed once per draw. Ignored by deterministic models.
+    surrogate_draws: int = 4
+    # Masks covering more than this fraction of the image are refused (nothing left to hide a trigger in).
+    max_mask_fraction: float = 0.9
+
+    def __post_init__(self) -> None:
+        if self.eps is not None and not (0.0 < self.eps <= 64.0):
+            raise ValueError(f"eps must be positive (and at most 64), got {self.eps!r}")
+        if self.steps is not None and not (isinstance(self.steps, int) and self.steps >= 0):
+            raise ValueError(f"steps must be a non-negative integer, got {self.steps!r}")
+        if self.dilation < 1 or self.dilation % 2 == 0:
+            raise ValueError(f"dilation must be an odd positive box size, got {self.dilation!r}")
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {', '.join(TARGETS)}; got {self.target!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size!r}")
+        if self.max_side is not None and self.max_side < 16:
+            raise ValueError(f"max_side must be at least 16 pixels, got {self.max_side!r}")
+        if not (0.0 < self.max_mask_fraction <= 1.0):
+            raise ValueError(f"max_mask_fraction must be in (0, 1], got {self.max_mask_fraction!r}")
+        if self.surrogate_draws < 1:
+            raise ValueError(f"surrogate_draws must be at least 1, got {self.surrogate_draws!r}")
+
+
+def config_hash(config: ProtectConfig, method: str) -> str:
+    """sha256 (hex) of the method name and every config field: equal hashes mean equal settings."""
+    payload = {"method": method, **dataclasses.asdict(config)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()

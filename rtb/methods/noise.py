@@ -1,0 +1,31 @@
+"""The control: uniform random noise in [−ε, ε], so every efficacy figure has a baseline at equal budget.
+
+The RTB loss terms of the noisy image are reported too, so a control row is comparable with an RTB row.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rtb.config import ProtectConfig
+from rtb.methods import rtb
+from rtb.methods.output import MethodOutput
+
+DEFAULT_EPS = rtb.DEFAULT_EPS
+DEFAULT_STEPS = 0
+
+
+def run(inpainter, x, m, config: ProtectConfig, generators: list[torch.Generator], custom_targets=None) -> MethodOutput:
+    """δ ~ U[−ε, ε] per pixel from each sample's generator, with ``x + δ`` kept in [0, 1]."""
+    eps = config.eps if config.eps is not None else DEFAULT_EPS
+
+    # 1. Draw the noise per sample.
+    noise = torch.stack(
+        [torch.rand(x.shape[1:], generator=g, device=x.device, dtype=x.dtype) for g in generators]
+    )
+    delta = ((noise * 2 - 1) * eps + x).clamp(0, 1) - x
+
+    # 2. Measure the RTB losses of the noisy image, for comparison with RTB.
+    holes, weights, targets, draws = rtb.prepare(inpainter, x, m, config, generators, custom_targets)
+    losses = rtb.evaluate(inpainter, x, delta, holes, weights, targets, draws[0])
+    return MethodOutput(delta=delta, losses=losses, history=torch.zeros(0, x.shape[0], dtype=x.dtype))

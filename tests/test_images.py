@@ -1,0 +1,57 @@
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rtb.images import check_pair, decode_image, decode_mask, quantize
+
+
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_decode_rejects_non_image_bytes():
+    with pytest.raises(ValueError, match="not a decodable image"):
+        decode_image(b"this is not an image")
+    with pytest.raises(ValueError, match="empty"):
+        decode_image(b"")
+
+
+def test_decode_mask_nonzero_is_protected():
+    array = np.zeros((20, 30), np.uint8)
+    array[5:10, 3:7] = 7
+    mask = decode_mask(png(Image.fromarray(array)))
+    assert mask.dtype == bool and mask.shape == (20, 30) and mask.sum() == 20
+
+
+@pytest.mark.parametrize(
+    "mask_shape, fill, message",
+    [
+        ((480, 640), (slice(0, 10), slice(0, 10)), "mask is 640×480 but image is 512×512"),
+        ((512, 512), (slice(0, 0), slice(0, 0)), "mask is empty"),
+        ((512, 512), (slice(0, 512), slice(0, 500)), "mask covers 98% of the image"),
+    ],
+)
+def test_check_pair_names_the_problem(mask_shape, fill, message):
+    image = Image.new("RGB", (512, 512))
+    mask = np.zeros(mask_shape, bool)
+    mask[fill] = True
+    with pytest.raises(ValueError, match=message):
+        check_pair(image, mask)
+
+
+def test_check_pair_refuses_tiny_images():
+    with pytest.raises(ValueError, match="8×8"):
+        check_pair(Image.new("RGB", (8, 8)), np.ones((8, 8), bool))
+
+
+def test_quantize_rounds_and_bounds():
+    x = torch.full((3, 4, 4), 100 / 255, dtype=torch.float64)
+    delta = torch.full_like(x, 0.6 / 255)  # rounds up, a truncation would drop it
+    assert (quantize(x, delta, 0.025) == 101).all()
+    delta = torch.full_like(x, 0.5)  # far outside the budget: clipped to ⌈0.025·255⌉ = 7 levels
+    assert (quantize(x, delta, 0.025) == 107).all()

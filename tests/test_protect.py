@@ -1,0 +1,162 @@
+"""The optimizer end to end on a real (tiny, random) network loaded through the real loader."""
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rtb import ProtectConfig, load_inpainter, protect
+from tests.tiny_models import build_tiny_torchscript
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    return build_tiny_torchscript(tmp_path_factory.mktemp("models") / "tiny.pt")
+
+
+@pytest.fixture(scope="module")
+def model(model_path):
+    return load_inpainter(model_path, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def model64(model_path):
+    return load_inpainter(model_path, device="cpu", dtype=torch.float64)
+
+
+def sample(seed: int, size=(48, 40), mode="RGB"):
+    """A textured image with a rectangular protected region."""
+    rng = np.random.default_rng(seed)
+    height, width = size
+    yy, xx = np.mgrid[0:height, 0:width]
+    base = np.stack([(xx * (3 + c) + yy * (5 - c) + seed * 17) % 255 for c in range(3)], axis=-1)
+    pixels = np.clip(base + rng.integers(-20, 20, base.shape), 0, 255).astype(np.uint8)
+    image = Image.fromarray(pixels, mode="RGB")
+    if mode == "RGBA":
+        image.putalpha(Image.fromarray(rng.integers(0, 256, (height, width)).astype(np.uint8)))
+    mask = np.zeros((height, width), bool)
+    top, left = 10 + seed % 5, 8 + seed % 7
+    mask[top : top + 14, left : left + 12] = True
+    return image, mask
+
+
+def png_round_trip(image: Image.Image) -> np.ndarray:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())))
+
+
+@pytest.mark.parametrize("method", ["rtb", "noise"])
+def test_bound_holds_after_8bit_png_round_trip(model, method):
+    pairs = [sample(i) for i in range(3)]
+    config = ProtectConfig(eps=0.025, steps=5)
+    result = protect([p[0] for p in pairs], [p[1] for p in pairs], model=model, method=method, config=config)
+    levels = math.ceil(0.025 * 255)
+    for (image, _), protected, stats in zip(pairs, result.images, result.stats):
+        diff = np.abs(png_round_trip(protected).astype(int) - np.asarray(image).astype(int))
+        assert protected.size == image.size and protected.mode == "RGB"
+        assert diff.max() <= levels
+        assert diff.max() >= levels - 1  # the budget is actually used
+        assert stats.linf == pytest.approx(diff.max() / 255)
+        assert stats.psnr > 30 and 0.5 < stats.ssim <= 1
+
+
+def test_same_inputs_and_seed_give_identical_bytes(model):
+    pairs = [sample(i) for i in range(2)]
+    config = ProtectConfig(steps=4, seed=7)
+    runs = [protect([p[0] for p in pairs], [p[1] for p in pairs], model=model, config=config) for _ in range(2)]
+    assert [im.tobytes() for im in runs[0].images] == [im.tobytes() for im in runs[1].images]
+    other = protect([p[0] for p in pairs], [p[1] for p in pairs], model=model, config=ProtectConfig(steps=4, seed=8))
+    assert other.images[0].tobytes() != runs[0].images[0].tobytes()
+    before = torch.random.get_rng_state()
+    protect([pairs[0][0]], [pairs[0][1]], model=model, config=config)
+    assert torch.equal(before, torch.random.get_rng_state())  # the global RNG is untouched
+
+
+def test_a_batch_gives_the_same_result_as_each_image_alone(model64):
+    pairs = [sample(i) for i in range(3)]
+    config = ProtectConfig(steps=6, batch_size=3)
+    together = protect([p[0] for p in pairs], [p[1] for p in pairs], model=model64, config=config)
+    for (image, mask), batched, batched_stats in zip(pairs, together.images, together.stats):
+        alone = protect([image], [mask], model=model64, config=ProtectConfig(steps=6, batch_size=1))
+        assert np.array_equal(np.asarray(alone.images[0]), np.asarray(batched))
+        assert alone.stats[0].loss_implant == pytest.approx(batched_stats.loss_implant, rel=1e-9)
+
+
+def test_implant_loss_falls_and_hide_stays_below_implant(model):
+    image, mask = sample(3, size=(64, 64))
+    result = protect([image], [mask], model=model, config=ProtectConfig(steps=20))
+    stats = result.stats[0]
+    history = np.array(stats.loss_history)
+    assert history[-1] < 0.8 * history[0]
+    noise = protect([image], [mask], model=model, method="noise").stats[0]
+    assert stats.loss_implant < 0.8 * noise.loss_implant
+    assert stats.loss_hide < stats.loss_implant
+
+
+def test_any_size_and_rgba_alpha_untouched(model):
+    image, mask = sample(5, size=(37, 53), mode="RGBA")
+    result = protect([image], [mask], model=model, config=ProtectConfig(steps=2))
+    protected = result.images[0]
+    assert protected.mode == "RGBA" and protected.size == image.size
+    assert np.array_equal(np.asarray(protected)[..., 3], np.asarray(image)[..., 3])
+
+
+def test_downscaled_working_resolution_maps_back_within_the_bound(model):
+    image, mask = sample(6, size=(90, 120))
+    result = protect([image], [mask], model=model, config=ProtectConfig(steps=3, max_side=48))
+    diff = np.abs(np.asarray(result.images[0]).astype(int) - np.asarray(image).astype(int))
+    assert result.images[0].size == (120, 90)
+    assert 0 < diff.max() <= math.ceil(0.025 * 255)
+
+
+def test_targets_and_custom_target(model):
+    image, mask = sample(1)
+    for target in ("gray", "invert"):
+        assert protect([image], [mask], model=model, config=ProtectConfig(steps=1, target=target)).images
+    custom = Image.new("RGB", (10, 10), (255, 0, 255))
+    result = protect([image], [mask], model=model, config=ProtectConfig(steps=1, target="custom"), targets=[custom])
+    assert result.images[0].size == image.size
+    with pytest.raises(ValueError, match="one target image per image"):
+        protect([image], [mask], model=model, config=ProtectConfig(steps=1, target="custom"))
+
+
+def encoded(image):
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda img, m: ([img], [np.zeros_like(m)]), "mask is empty"),
+        (lambda img, m: ([img], [np.ones_like(m)]), "mask covers 100% of the image"),
+        (lambda img, m: ([img], [m[:-4]]), "mask is 40×44 but image is 40×48"),
+        (lambda img, m: ([b"\x89PNG garbage"], [m]), "not a decodable image"),
+        (lambda img, m: ([encoded(img)], [b"nope"]), "mask bytes are not a decodable image"),
+        (lambda img, m: ([img, img], [m]), "2 images but 1 masks"),
+    ],
+)
+def test_bad_input_names_the_value(model, make, message):
+    image, mask = sample(0)
+    images, masks = make(image, mask)
+    with pytest.raises(ValueError, match=message):
+        protect(images, masks, model=model, config=ProtectConfig(steps=1))
+
+
+def test_bad_settings_are_refused(model):
+    image, mask = sample(0)
+    with pytest.raises(ValueError, match="eps 0.5 is out of range"):
+        protect([image], [mask], model=model, config=ProtectConfig(eps=0.5))
+    with pytest.raises(ValueError, match="eps must be positive"):
+        ProtectConfig(eps=-0.1)
+    with pytest.raises(ValueError, match="unknown method 'glaze'"):
+        protect([image], [mask], model=model, method="glaze")
+    with pytest.raises(ValueError, match="needs a diffusers model with a VAE; got 'torchscript:"):
+        protect([image], [mask], model=model, method="photoguard-encoder")
+    with pytest.raises(ValueError, match="model must be 'reference'"):
+        protect([image], [mask], model=123)
