@@ -182,13 +182,27 @@ def worker_env(endpoint: str | None) -> dict[str, str]:
     return env
 
 
-def check_model(spec: str, storage_options: dict) -> None:
-    """Fail fast on a model path or URI that does not exist (loading happens once per actor)."""
-    if spec == "reference":
-        return
-    fs, path = catalog.url_to_fs(spec, storage_options)
-    if not fs.exists(path):
-        raise ValueError(f"--model {spec!r} does not exist")
+def check_model(spec: str, storage_options: dict) -> str | None:
+    """Fail fast, before any Ray work, on a model that will not load; returns its fingerprint when known.
+
+    Single-file models (the reference, .pt, .safetensors) are loaded once on the driver's CPU: they are small,
+    and a load error then surfaces as one line instead of an actor dying on every node. A diffusers directory
+    (GBs) is only checked for ``model_index.json``; the actors load it.
+    """
+    from rtb import load_inpainter
+
+    if spec != "reference":
+        fs, path = catalog.url_to_fs(spec, storage_options)
+        if not fs.exists(path):
+            raise ValueError(f"--model {spec!r} does not exist")
+        if fs.isdir(path):
+            if not fs.exists(path.rstrip("/") + "/model_index.json"):
+                raise ValueError(f"--model {spec!r} is a directory without model_index.json (not a diffusers pipeline)")
+            return None
+    try:
+        return load_inpainter(spec, device="cpu", storage_options=storage_options).fingerprint
+    except ValueError as error:
+        raise ValueError(f"--model {spec!r} does not load: {error}") from None
 
 
 def arrow_filesystem(uri: str, storage_options: dict):
@@ -474,11 +488,10 @@ def read_catalog(fmt: str, files: list[str], storage_options: dict, ids_only: bo
 
     if fmt == "parquet":
         shards = catalog.shard_files(files, fmt)
-        return ray.data.read_parquet(
-            to_fs_paths(shards, storage_options),
-            filesystem=arrow_filesystem(shards[0], storage_options),
-            columns=["id"] if ids_only else None,
+        ds = ray.data.read_parquet(
+            to_fs_paths(shards, storage_options), filesystem=arrow_filesystem(shards[0], storage_options)
         )
+        return ds.select_columns(["id"]) if ids_only else ds  # projection is pushed down into the read
     if fmt == "webdataset":
         shards = catalog.shard_files(files, fmt)
         ds = ray.data.read_binary_files(
@@ -573,7 +586,7 @@ def run(config: JobConfig) -> dict:
             raise ValueError(f"no {'.parquet' if fmt == 'parquet' else '.tar'} shards under {config.input!r}")
         if fmt == "parquet":
             check_parquet_columns(catalog.shard_files(files, fmt)[0], in_options)
-        check_model(config.model, storage_options_for(config.model, config.s3_endpoint))
+        fingerprint = check_model(config.model, storage_options_for(config.model, config.s3_endpoint))
     except (ValueError, OSError) as error:
         raise JobError(f"cannot read input {config.input!r}: {error}" if "--model" not in str(error) else str(error)) from None
 
@@ -624,6 +637,7 @@ def run(config: JobConfig) -> dict:
                 "batch_size": config.batch_size,
                 "storage_options": storage_options_for(config.model, config.s3_endpoint),
                 "threads": threads,
+                "device": "cuda" if gpus else "cpu",
             },
         )
         .map_batches(
@@ -648,7 +662,7 @@ def run(config: JobConfig) -> dict:
         files_written.append(uri)
     protected = sum(r["protected"] for r in sink.returns)
     failed = sum(r["failed"] for r in sink.returns) + len(duplicates)
-    fingerprints = sorted({f for r in sink.returns for f in r["fingerprints"]})
+    fingerprints = sorted({f for r in sink.returns for f in r["fingerprints"]} | ({fingerprint} if fingerprint else set()))
     finished = time.time()
     manifest = build_manifest(config, run_id, fmt, actors, gpus, rows_read, duplicates, protected, failed,
                               fingerprints, sorted({d for r in sink.returns for d in r["devices"]}),
