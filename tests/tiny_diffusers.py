@@ -104,3 +104,83 @@ def build_tiny_inpaint_pipeline(path: str | Path, scheduler: str = "ddim"):
     path.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(path, safe_serialization=True)
     return path
+
+
+def build_tiny_sdxl_inpaint_pipeline(path: str | Path):
+    """Build, save and return the directory of a tiny random SDXL-inpainting pipeline (two text encoders).
+
+    Same scale as :func:`build_tiny_inpaint_pipeline` (32×32 images, 4×4 latents); the UNet takes SDXL's
+    micro-conditioning (pooled text embedding + 6 time ids).
+    """
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLInpaintPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    path = Path(path)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=TINY_SIZE // 8,
+        in_channels=9,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 1),
+        projection_class_embeddings_input_dim=80,  # 6 time ids × 8 + the pooled 32-d text embedding
+        cross_attention_dim=64,  # the two 32-d text encoders, concatenated
+        norm_num_groups=8,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(8, 8, 16, 16),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=4,
+        sample_size=TINY_SIZE,
+    )
+    text_config = CLIPTextConfig(
+        bos_token_id=512,
+        eos_token_id=513,
+        hidden_size=32,
+        intermediate_size=37,
+        layer_norm_eps=1e-5,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        pad_token_id=513,
+        vocab_size=600,
+        max_position_embeddings=77,
+        hidden_act="gelu",
+        projection_dim=32,
+    )
+    pipe = StableDiffusionXLInpaintPipeline(
+        vae=vae,
+        text_encoder=CLIPTextModel(text_config),
+        text_encoder_2=CLIPTextModelWithProjection(text_config),
+        tokenizer=CLIPTokenizer(vocab=_byte_vocab(), merges=[], model_max_length=77),
+        tokenizer_2=CLIPTokenizer(vocab=_byte_vocab(), merges=[], model_max_length=77),
+        unet=unet,
+        scheduler=EulerDiscreteScheduler(
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            steps_offset=1,
+            timestep_spacing="leading",
+        ),
+        requires_aesthetics_score=False,
+        force_zeros_for_empty_prompt=True,
+    )
+    path.mkdir(parents=True, exist_ok=True)
+    pipe.save_pretrained(path, safe_serialization=True)
+    return path

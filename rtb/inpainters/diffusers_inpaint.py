@@ -12,6 +12,10 @@ What the model sees
     The VAE posterior is used through its mean (deterministic); the pipeline samples it, but SD's posterior
     standard deviation is tiny.
 
+SDXL (best effort, tested on a tiny random SDXL pipeline only): the pooled embedding and the six
+micro-conditioning time ids (original size = crop target = the working size, crop at 0, 0) are passed to
+the UNet; in fp16 the VAE is kept in fp32, as SDXL's ``force_upcast`` asks.
+
 Conditioning
     The empty prompt, encoded once at load time and cached. The surrogates run without classifier-free
     guidance (one UNet pass per step instead of two). For SD 1.x/2.x this is no approximation at all: the
@@ -122,6 +126,10 @@ class DiffusersInpainter:
         self.device = pipe.unet.device
         self.dtype = pipe.unet.dtype
         self.is_xl = type(pipe).__name__ == "StableDiffusionXLInpaintPipeline"
+        # SDXL's VAE overflows in fp16 (its config says force_upcast): keep it in fp32 for the surrogates.
+        self.vae_fp32 = self.is_xl and self.dtype == torch.float16 and bool(pipe.vae.config.force_upcast)
+        if self.vae_fp32:
+            pipe.vae.to(torch.float32)
         self.vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
         self.size_multiple = self.vae_scale
         sample_size = pipe.unet.config.sample_size
@@ -406,7 +414,10 @@ class DiffusersInpainter:
             generator=generators,
             output_type="pt",
         ).images
-        # 3. Composite
+        # 3. The SDXL pipeline moves its VAE between dtypes while it runs; put back the fp32 one kept at load.
+        if self.vae_fp32:
+            self.pipe.vae.to(torch.float32)
+        # 4. Composite
         result = result.to(x.device, torch.float32)
         return (m * result + (1 - m) * x.float()).to(x.dtype)
 

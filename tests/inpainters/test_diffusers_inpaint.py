@@ -168,3 +168,21 @@ def test_bad_inputs_raise_naming_the_value(tiny_dir, inpainters, tmp_path):
     index.write_text(index.read_text().replace("StableDiffusionInpaintPipeline", "StableDiffusionPipeline"))
     with pytest.raises(ValueError, match="'StableDiffusionPipeline'"):
         load_diffusers(index.parent)
+
+
+def test_sdxl_inpainting_pipeline_best_effort(tmp_path):
+    from tests.tiny_diffusers import build_tiny_sdxl_inpaint_pipeline
+
+    path = build_tiny_sdxl_inpaint_pipeline(tmp_path / "sdxl-inpaint")
+    x, m = _batch(2)
+    for mode in SURROGATES:
+        inp = load_diffusers(path, surrogate=mode, unroll_steps=2)
+        assert inp.is_xl and inp.native_size == SIZE
+        images = x.clone().requires_grad_(True)
+        out = inp.surrogate(images, m, inp.sample_noise(_generators([0, 1]), SIZE, SIZE))
+        (out * inp.mask_to_loss_space(m)).pow(2).sum().backward()
+        assert images.grad[m.expand_as(x) == 0].abs().sum() > 0
+        assert images.grad[m.expand_as(x) == 1].abs().max() == 0
+    edited = inp.edit(x, m, steps=2, seed=1)
+    assert torch.equal(edited, inp.edit(x, m, steps=2, seed=1))
+    assert torch.equal(edited * (1 - m), x * (1 - m))
