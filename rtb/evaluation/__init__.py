@@ -1,0 +1,1 @@
+"""Evaluation of protections: mask families, per-edit metrics, summaries, reports and CLIP-FID."""

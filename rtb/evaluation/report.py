@@ -1,0 +1,220 @@
+"""Dataset-level results of an evaluation: ``summary.json``, PNG contact sheets and a self-contained ``report.html``.
+
+The report links only files next to it (``sheets/*.png``), has no external resource and opens offline.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections import defaultdict
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from rtb.evaluation.masks import FAMILIES, family_kind
+
+# Metrics summarised per (arm, family), in report order.
+METRICS = ("hole_ssim", "hole_psnr", "full_ssim", "full_psnr", "target_distance", "clean_target_distance",
+           "protect_psnr", "protect_ssim", "protect_linf")
+# PSNR of identical images is infinite; summaries cap it here so medians and quartiles stay numbers.
+PSNR_CAP = 100.0
+# |δ| is multiplied by this in the contact sheets (ε = 0.025 becomes 0.25 of full scale).
+DELTA_GAIN = 10.0
+SHEET_COLUMNS = ("source", "protected", f"|delta| x{DELTA_GAIN:g}", "clean edit", "protected edit")
+
+
+def _finite(name: str, value) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    if math.isnan(value):
+        return None
+    if math.isinf(value) and name.endswith("psnr"):
+        return PSNR_CAP
+    return value
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Per arm and mask family: N (edits), images, and median / first / third quartile of every metric.
+
+    Only rows with ``status == "ok"`` count; ``errors`` gives the number of error rows per arm and
+    ``skipped_holes`` the holes per family that found no room (status ``skipped``, e.g. ``elsewhere`` on a
+    small image).
+    Returns ``{"arms": {arm: {family: {"kind", "N", "images", "metrics": {metric: {"median", "q1", "q3"}}}}},
+    "errors": {arm: n}, "skipped_holes": {family: n}}``; families appear in :data:`FAMILIES` order.
+    """
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    errors: dict[str, int] = defaultdict(int)
+    skipped: dict[str, int] = defaultdict(int)
+    for row in rows:
+        if row.get("status") == "skipped":
+            skipped[row.get("family")] += 1
+            continue
+        if row.get("status") != "ok":
+            errors[row.get("arm") or "protected"] += 1
+            continue
+        groups[(row["arm"], row["family"])].append(row)
+    arms: dict[str, dict] = {}
+    for arm in sorted({arm for arm, _ in groups}, key=lambda a: (a != "protected", a)):
+        arms[arm] = {}
+        for family in FAMILIES:
+            members = groups.get((arm, family))
+            if not members:
+                continue
+            stats = {}
+            for metric in METRICS:
+                values = np.array([v for v in (_finite(metric, r.get(metric)) for r in members) if v is not None])
+                if values.size == 0:
+                    continue
+                q1, median, q3 = np.percentile(values, [25, 50, 75])
+                stats[metric] = {"median": float(median), "q1": float(q1), "q3": float(q3)}
+            arms[arm][family] = {"kind": family_kind(family), "N": len(members),
+                                 "images": len({r["id"] for r in members}), "metrics": stats}
+    return {"arms": arms, "errors": dict(errors), "skipped_holes": dict(skipped)}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Contact sheets
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def to_pil(x: torch.Tensor) -> Image.Image:
+    """``3×H×W`` in [0, 1] → RGB PIL image (rounded)."""
+    array = (x.detach().to("cpu", torch.float64).clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(np.ascontiguousarray(array), mode="RGB")
+
+
+def _outline(image: Image.Image, hole: torch.Tensor, colour=(255, 255, 0)) -> Image.Image:
+    """Draw the hole's boundary (1 px) on a copy of ``image``."""
+    m = hole.to("cpu").numpy() > 0.5
+    edge = m & ~(np.pad(m, 1)[2:, 1:-1] & np.pad(m, 1)[:-2, 1:-1] & np.pad(m, 1)[1:-1, 2:] & np.pad(m, 1)[1:-1, :-2])
+    array = np.asarray(image).copy()
+    array[edge] = colour
+    return Image.fromarray(array)
+
+
+def contact_sheet(source: torch.Tensor, protected: torch.Tensor, rows: list[tuple[str, dict]]) -> Image.Image:
+    """A sheet with one row per (label, edits): source | protected | |δ| amplified | clean edit | protected edit.
+
+    Args:
+        source, protected: ``3×H×W`` in [0, 1].
+        rows: ``(label, {"clean": 3×H×W, "protected": 3×H×W, "hole": H×W})`` per row; the hole is outlined
+            in yellow on the two edits.
+    """
+    h, w = source.shape[-2:]
+    gap, header, label_w = 4, 18, 120
+    font = _font(12)
+    delta = ((protected - source).abs() * DELTA_GAIN).clamp(0, 1)
+    sheet = Image.new("RGB", (label_w + len(SHEET_COLUMNS) * (w + gap), header + len(rows) * (h + gap)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for c, name in enumerate(SHEET_COLUMNS):
+        draw.text((label_w + c * (w + gap) + 2, 2), name, fill=(0, 0, 0), font=font)
+    for r, (label, edits) in enumerate(rows):
+        top = header + r * (h + gap)
+        draw.text((4, top + h // 2 - 6), label, fill=(0, 0, 0), font=font)
+        tiles = [to_pil(source), to_pil(protected), to_pil(delta),
+                 _outline(to_pil(edits["clean"]), edits["hole"]), _outline(to_pil(edits["protected"]), edits["hole"])]
+        for c, tile in enumerate(tiles):
+            sheet.paste(tile, (label_w + c * (w + gap), top))
+    return sheet
+
+
+def sheet_name(image_id: str) -> str:
+    """File name of an image's contact sheet under ``sheets/`` (ids may contain '/')."""
+    return image_id.replace("/", "__") + ".png"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# HTML
+# ----------------------------------------------------------------------------------------------------------
+
+_STYLE = """
+body { font-family: sans-serif; margin: 1.5em; color: #222; }
+table { border-collapse: collapse; font-size: 0.85em; }
+th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: right; }
+th { background: #f0f0f0; } td.l { text-align: left; }
+tr.malicious td.l { color: #a00; } tr.benign td.l { color: #060; }
+figure { margin: 1em 0; } img { max-width: 100%; image-rendering: pixelated; }
+.note { color: #555; font-size: 0.9em; }
+"""
+
+# Marks every image's load state on the <html> element, so a headless browser's DOM dump can be checked.
+_SCRIPT = """
+function rtbMark() {
+  var imgs = document.images, ok = 0;
+  for (var i = 0; i < imgs.length; i++) {
+    var loaded = imgs[i].complete && imgs[i].naturalWidth > 0;
+    imgs[i].setAttribute('data-loaded', loaded ? 'yes' : 'no');
+    if (loaded) ok++;
+  }
+  document.documentElement.setAttribute('data-images', ok + '/' + imgs.length);
+}
+window.addEventListener('load', rtbMark);
+"""
+
+
+def _cell(stats: dict, metric: str) -> str:
+    if metric not in stats:
+        return "<td>–</td>"
+    s = stats[metric]
+    digits = 1 if metric.endswith("psnr") else 3
+    return (f"<td>{s['median']:.{digits}f} <span class=note>[{s['q1']:.{digits}f}, {s['q3']:.{digits}f}]</span></td>")
+
+
+def summary_table(summary: dict) -> str:
+    """The summary as an HTML table: one row per (arm, family), median [q1, q3] per metric."""
+    metrics = ("hole_ssim", "hole_psnr", "full_ssim", "full_psnr", "target_distance", "clean_target_distance", "protect_psnr")
+    head = "".join(f"<th>{m}</th>" for m in ("arm", "family", "kind", "N", "images", *metrics))
+    body = []
+    for arm, families in summary.get("arms", {}).items():
+        for family, entry in families.items():
+            cells = "".join(_cell(entry["metrics"], m) for m in metrics)
+            body.append(f"<tr class={entry['kind']}><td class=l>{html.escape(arm)}</td><td class=l>{family}</td>"
+                        f"<td class=l>{entry['kind']}</td><td>{entry['N']}</td><td>{entry['images']}</td>{cells}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def write_html(summary: dict, sheets: list[tuple[str, str]], meta: dict) -> str:
+    """The report page. ``sheets``: ``(image id, relative path of its contact sheet)``; ``meta``: run facts."""
+    facts = "".join(f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>" for k, v in meta.items())
+    fid = summary.get("clip_fid", {})
+    if fid.get("skipped"):
+        fid_html = f"<p class=note>CLIP-FID: skipped — {html.escape(fid['skipped'])}</p>"
+    else:
+        items = "".join(
+            f"<li>{html.escape(arm)} / {html.escape(fam)}: {v['fid']:.2f} (N = {v['N']})</li>"
+            for arm, fams in fid.get("arms", {}).items() for fam, v in fams.items()
+        )
+        fid_html = f"<p>CLIP-FID, clean edits vs edits of the arm (biased below ~500 images):</p><ul>{items}</ul>"
+    figures = "".join(
+        f"<figure><img src=\"{html.escape(path)}\" alt=\"{html.escape(image_id)}\">"
+        f"<figcaption>{html.escape(image_id)}</figcaption></figure>"
+        for image_id, path in sheets
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>rtb evaluation</title>
+<style>{_STYLE}</style><script>{_SCRIPT}</script></head>
+<body>
+<h1>rtb evaluation</h1>
+<ul>{facts}</ul>
+<h2>Summary</h2>
+<p class=note>Edits of the protected (or control) image against the same edit of the clean image, same hole and
+seed. SSIM: Gaussian 11/1.5 on RGB in [0, 1]; PSNR: data range 1 (capped at {PSNR_CAP:g} dB); target_distance:
+mean RGB distance of the hole to the target colour / √3. Cells: median [first quartile, third quartile].
+Malicious holes should give low hole SSIM and low target distance; benign holes full SSIM near 1.</p>
+{summary_table(summary)}
+{fid_html}
+<h2>Contact sheets</h2>
+<p class=note>Per image: one malicious (exact) and one benign (ring-half) hole, outlined in yellow.</p>
+{figures}
+</body></html>
+"""
