@@ -47,14 +47,14 @@ def check_inpainter(inpainter, method: str = NAME) -> None:
         )
 
 
-def _hole_loss(output: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """Per-sample mean squared distance to gray over the hole pixels (all channels) → Tensor[N]."""
+def _hole_loss(output: torch.Tensor, m: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean squared distance to ``target`` over the hole pixels (all channels) → Tensor[N]."""
     weight = m.float().expand_as(output)
-    squared = (output.float() - TARGET_GRAY).pow(2) * weight
+    squared = (output.float() - target).pow(2) * weight
     return squared.flatten(1).sum(1) / weight.flatten(1).sum(1).clamp_min(1)
 
 
-def _draws(inpainter, x, m, generators, *, grad: bool):
+def _draws(inpainter, x, m, target, generators, *, grad: bool):
     """Average the hole loss (and, when ``grad``, its gradient w.r.t. ``x``) over ``NOISE_DRAWS`` noises."""
     height, width = x.shape[-2:]
     loss_sum = torch.zeros(x.shape[0], device=x.device)
@@ -63,16 +63,23 @@ def _draws(inpainter, x, m, generators, *, grad: bool):
         noise = inpainter.sample_noise(generators, height, width)
         if grad:
             images = x.detach().requires_grad_(True)
-            loss = _hole_loss(inpainter.unrolled(images, m, noise, steps=UNROLL_STEPS), m)
+            loss = _hole_loss(inpainter.unrolled(images, m, noise, steps=UNROLL_STEPS), m, target)
             grad_sum += torch.autograd.grad(loss.sum(), images)[0]
         else:
             with torch.no_grad():
-                loss = _hole_loss(inpainter.unrolled(x, m, noise, steps=UNROLL_STEPS), m)
+                loss = _hole_loss(inpainter.unrolled(x, m, noise, steps=UNROLL_STEPS), m, target)
         loss_sum += loss.detach()
     return loss_sum / NOISE_DRAWS, grad_sum / NOISE_DRAWS
 
 
-def run(inpainter, x: torch.Tensor, m: torch.Tensor, config, generators: list[torch.Generator]) -> MethodOutput:
+def run(
+    inpainter,
+    x: torch.Tensor,
+    m: torch.Tensor,
+    config,
+    generators: list[torch.Generator],
+    custom_targets: torch.Tensor | None = None,
+) -> MethodOutput:
     """Diffusion-attack L2 PGD on a batch.
 
     Args:
@@ -82,6 +89,9 @@ def run(inpainter, x: torch.Tensor, m: torch.Tensor, config, generators: list[to
         config: ``ProtectConfig``; reads ``eps`` (L2 per image, None → ``DEFAULT_EPS``) and ``steps``
             (None → ``DEFAULT_STEPS``).
         generators: one per sample; sample ``i``'s sampler noises come only from ``generators[i]``.
+        custom_targets: optional ``N×3×H×W`` target images in [0, 1] replacing gray inside the hole (the
+            dispatcher passes them for ``config.target == "custom"``; other ``config.target`` values are RTB's
+            and ignored here: PhotoGuard's target is gray).
     Returns:
         ``MethodOutput`` with δ (zero inside the hole, ``‖δ‖₂ ≤ ε`` per image, ``x + δ`` in [0, 1]),
         ``losses={"diffusion": Tensor[N]}`` at ``x + δ`` (averaged over ``NOISE_DRAWS`` fresh noises) and
@@ -95,20 +105,23 @@ def run(inpainter, x: torch.Tensor, m: torch.Tensor, config, generators: list[to
         raise ValueError(f"x must be N×3×H×W and m N×1×H×W; got {tuple(x.shape)!r} and {tuple(m.shape)!r}")
     if len(generators) != x.shape[0]:
         raise ValueError(f"need one generator per image: {len(generators)} generators for {x.shape[0]} images")
+    if custom_targets is not None and tuple(custom_targets.shape) != tuple(x.shape):
+        raise ValueError(f"custom_targets must have shape {tuple(x.shape)!r}, got {tuple(custom_targets.shape)!r}")
     x = x.float()
+    target = torch.full_like(x, TARGET_GRAY) if custom_targets is None else custom_targets.to(x)
     keep = 1 - m.float()
     delta = torch.zeros_like(x)
 
     # 2. PGD: a normalised gradient step, then projection onto the L2 ball, the kept region and [0, 1]
     history = torch.zeros(steps, x.shape[0])
     for step in range(steps):
-        loss, grad = _draws(inpainter, x + delta, m, generators, grad=True)
+        loss, grad = _draws(inpainter, x + delta, m, target, generators, grad=True)
         history[step] = loss.cpu()
         norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
         delta = _project(delta - STEP_SIZE * grad / norm, x, keep, eps)
 
     # 3. Final losses at x + δ
-    final, _ = _draws(inpainter, x + delta, m, generators, grad=False)
+    final, _ = _draws(inpainter, x + delta, m, target, generators, grad=False)
     return MethodOutput(delta=delta, losses={"diffusion": final.cpu()}, history=history)
 
 

@@ -40,7 +40,14 @@ def _latent_loss(inpainter, images: torch.Tensor, target: torch.Tensor) -> torch
     return (latents - target).pow(2).flatten(1).mean(1)
 
 
-def run(inpainter, x: torch.Tensor, m: torch.Tensor, config, generators: list[torch.Generator]) -> MethodOutput:
+def run(
+    inpainter,
+    x: torch.Tensor,
+    m: torch.Tensor,
+    config,
+    generators: list[torch.Generator],
+    custom_targets: torch.Tensor | None = None,
+) -> MethodOutput:
     """Encoder-attack PGD on a batch.
 
     Args:
@@ -50,6 +57,9 @@ def run(inpainter, x: torch.Tensor, m: torch.Tensor, config, generators: list[to
         config: ``ProtectConfig``; reads ``eps`` (L∞, None → ``DEFAULT_EPS``) and ``steps`` (None →
             ``DEFAULT_STEPS``).
         generators: one per sample; sample ``i``'s random start comes only from ``generators[i]``.
+        custom_targets: optional ``N×3×H×W`` target images in [0, 1] replacing the gray one (the dispatcher
+            passes them for ``config.target == "custom"``; other ``config.target`` values are RTB's and
+            ignored here: PhotoGuard's target is gray).
     Returns:
         ``MethodOutput`` with δ (zero inside the hole, ``|δ| ≤ ε``, ``x + δ`` in [0, 1]),
         ``losses={"encoder": Tensor[N]}`` at ``x + δ`` and ``history`` (steps×N, the loss before each step).
@@ -65,9 +75,13 @@ def run(inpainter, x: torch.Tensor, m: torch.Tensor, config, generators: list[to
     x = x.float()
     keep = 1 - m.float()
 
-    # 2. Target: the latent of a flat gray image
+    if custom_targets is not None and tuple(custom_targets.shape) != tuple(x.shape):
+        raise ValueError(f"custom_targets must have shape {tuple(x.shape)!r}, got {tuple(custom_targets.shape)!r}")
+
+    # 2. Target: the latent of a flat gray image (or of the given targets)
+    target_images = torch.full_like(x, TARGET_GRAY) if custom_targets is None else custom_targets.to(x)
     with torch.no_grad():
-        target = inpainter.encode_latents(torch.full_like(x, TARGET_GRAY)).float()
+        target = inpainter.encode_latents(target_images).float()
 
     # 3. Random start inside the budget, per sample from its own generator
     starts = [

@@ -16,6 +16,15 @@ from tests.tiny_diffusers import TINY_SIZE, build_tiny_inpaint_pipeline
 SIZE = TINY_SIZE
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny networks run fastest on one intra-op thread (several only contend, worst on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     return build_tiny_inpaint_pipeline(tmp_path_factory.mktemp("tiny") / "sd-inpaint")

@@ -14,6 +14,15 @@ from tests.tiny_diffusers import TINY_SIZE, build_tiny_inpaint_pipeline
 SIZE = TINY_SIZE
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny networks run fastest on one intra-op thread (several only contend, worst on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def inpainter(tmp_path_factory):
     return load_diffusers(build_tiny_inpaint_pipeline(tmp_path_factory.mktemp("tiny") / "sd-inpaint"))
@@ -71,8 +80,9 @@ def test_diffusion_pushes_fill_to_gray_within_l2(inpainter, fast_diffusion):
     assert (out.delta * m).abs().max() == 0
     assert (x + out.delta).min() >= 0 and (x + out.delta).max() <= 1
     # Same sampler noises for the clean and the protected image: the fill is closer to gray after.
-    clean, _ = photoguard_diffusion._draws(inpainter, x, m, _generators([9, 10]), grad=False)
-    protected, _ = photoguard_diffusion._draws(inpainter, x + out.delta, m, _generators([9, 10]), grad=False)
+    gray = torch.full_like(x, 0.5)
+    clean, _ = photoguard_diffusion._draws(inpainter, x, m, gray, _generators([9, 10]), grad=False)
+    protected, _ = photoguard_diffusion._draws(inpainter, x + out.delta, m, gray, _generators([9, 10]), grad=False)
     assert (protected < clean).all()
 
 
@@ -118,3 +128,15 @@ def test_needs_a_vae(method):
     x, m = _batch(1)
     with pytest.raises(ValueError, match=f"method '{method.NAME}' needs a diffusers model with a VAE; got 'reference'"):
         method.run(model, x, m, ProtectConfig(steps=1), _generators([0]))
+
+
+@pytest.mark.parametrize("method", [photoguard_encoder, photoguard_diffusion])
+def test_custom_targets_replace_gray(inpainter, method, fast_diffusion):
+    x, m = _batch(1)
+    white = torch.ones_like(x)
+    config = ProtectConfig(steps=1, target="custom")
+    gray = method.run(inpainter, x, m, config, _generators([0]))
+    custom = method.run(inpainter, x, m, config, _generators([0]), custom_targets=white)
+    assert not torch.allclose(gray.history, custom.history)
+    with pytest.raises(ValueError, match="custom_targets"):
+        method.run(inpainter, x, m, config, _generators([0]), custom_targets=white[..., :16])
