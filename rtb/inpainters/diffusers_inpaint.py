@@ -81,9 +81,15 @@ def _offline():
                 os.environ[key] = value
 
 
+# Components whose weights are loaded (the safety checker and image encoder are not).
+WEIGHT_COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
+
+
 def _check_safetensors(path: Path) -> None:
-    """Raise ``ValueError`` when a component folder holds pickled ``.bin`` weights but no safetensors."""
-    for folder in sorted(p for p in path.iterdir() if p.is_dir()):
+    """Raise ``ValueError`` when a loaded component's folder holds pickled ``.bin`` weights but no safetensors."""
+    for folder in (path / name for name in WEIGHT_COMPONENTS):
+        if not folder.is_dir():
+            continue
         names = [f.name for f in folder.iterdir() if f.is_file()]
         has_bin = any(n.endswith(".bin") for n in names)
         has_safe = any(n.endswith(".safetensors") for n in names)
