@@ -472,14 +472,21 @@ class ResultSink(_sink_base()):
 
 
 def start_ray(config: JobConfig) -> None:
-    """Join the cluster in ``RAY_ADDRESS`` (set by ``ray job submit``) or start a local Ray."""
+    """Join the cluster in ``RAY_ADDRESS`` (set by ``ray job submit``) or start a local Ray.
+
+    The AWS/cache environment of the driver is shipped to every worker (runtime_env env_vars), except keys
+    the submitted job's own runtime env already sets: Ray refuses to merge the same key twice.
+    """
     import ray
 
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS") or "local"
-    runtime_env = {"env_vars": worker_env(config.s3_endpoint)}
-    ray.init(address=address, runtime_env=runtime_env, log_to_driver=True, logging_level="WARNING")
+    env = worker_env(config.s3_endpoint)
+    injected = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}") or "{}")
+    already = ((injected.get("runtime_env") or {}).get("env_vars") or {}).keys()
+    env = {key: value for key, value in env.items() if key not in already}
+    ray.init(address=address, runtime_env={"env_vars": env} if env else None, logging_level="WARNING")
 
 
 def read_catalog(fmt: str, files: list[str], storage_options: dict, ids_only: bool = False):
