@@ -503,8 +503,12 @@ def evaluate(catalog_uri, protected, output, model, edit_model, masks, steps, se
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python jobs/evaluate.py``."""
-    evaluate.main(args=argv, prog_name="rtb evaluate")
+    """``python jobs/evaluate.py``; returns normally on success (exit status 2 raises ``SystemExit``)."""
+    try:
+        evaluate.main(args=argv, prog_name="rtb evaluate")
+    except SystemExit as exit_:
+        if exit_.code not in (0, None):
+            raise
 
 
 if __name__ == "__main__":

@@ -186,7 +186,7 @@ def summary_table(summary: dict) -> str:
 def write_html(summary: dict, sheets: list[tuple[str, str]], meta: dict) -> str:
     """The report page. ``sheets``: ``(image id, relative path of its contact sheet)``; ``meta``: run facts."""
     facts = "".join(f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>" for k, v in meta.items())
-    fid = summary.get("clip_fid", {})
+    fid = summary.get("clip_fid") or {"skipped": "not computed"}
     if fid.get("skipped"):
         fid_html = f"<p class=note>CLIP-FID: skipped — {html.escape(fid['skipped'])}</p>"
     else:
@@ -212,6 +212,8 @@ seed. SSIM: Gaussian 11/1.5 on RGB in [0, 1]; PSNR: data range 1 (capped at {PSN
 mean RGB distance of the hole to the target colour / √3. Cells: median [first quartile, third quartile].
 Malicious holes should give low hole SSIM and low target distance; benign holes full SSIM near 1.</p>
 {summary_table(summary)}
+<p class=note>Holes that found no room (not measured): {html.escape(str(summary.get("skipped_holes") or "none"))};
+images that could not be evaluated: {html.escape(str(summary.get("errors") or "none"))}.</p>
 {fid_html}
 <h2>Contact sheets</h2>
 <p class=note>Per image: one malicious (exact) and one benign (ring-half) hole, outlined in yellow.</p>

@@ -1,0 +1,51 @@
+"""Summary statistics, contact sheets and the report page."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from rtb.evaluation.report import PSNR_CAP, contact_sheet, sheet_name, summarize, write_html
+
+
+def rows():
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(9):
+        for arm in ("protected", "control"):
+            out.append({"id": f"a/{i}", "arm": arm, "family": "exact", "kind": "malicious", "index": 0,
+                        "hole_ssim": float(rng.uniform()), "hole_psnr": float("inf") if i == 0 else 20.0 + i,
+                        "full_ssim": 0.9, "full_psnr": 30.0, "target_distance": 0.1, "status": "ok"})
+    out.append({"id": "bad", "arm": "protected", "status": "error", "error": "boom"})
+    out.append({"id": "small", "arm": "protected", "family": "elsewhere", "status": "skipped"})
+    return out
+
+
+def test_summary_matches_numpy_percentiles():
+    data = rows()
+    summary = summarize(data)
+    exact = summary["arms"]["protected"]["exact"]
+    values = [r["hole_ssim"] for r in data if r.get("arm") == "protected" and r.get("status") == "ok"]
+    q1, med, q3 = np.percentile(values, [25, 50, 75])
+    assert exact["N"] == 9 and exact["images"] == 9 and exact["kind"] == "malicious"
+    assert exact["metrics"]["hole_ssim"] == pytest.approx({"median": med, "q1": q1, "q3": q3})
+    assert exact["metrics"]["hole_psnr"]["q3"] <= PSNR_CAP  # inf is capped, not propagated
+    assert summary["errors"] == {"protected": 1} and summary["skipped_holes"] == {"elsewhere": 1}
+    assert list(summary["arms"]) == ["protected", "control"]
+
+
+def test_contact_sheet_and_page_are_self_contained():
+    source = torch.rand(3, 40, 48, dtype=torch.float64)
+    hole = torch.zeros(40, 48)
+    hole[10:20, 10:30] = 1
+    edits = {"clean": source, "protected": 1 - source, "hole": hole}
+    sheet = contact_sheet(source, source, [("malicious: exact", edits), ("benign: ring-half", edits)])
+    assert sheet.mode == "RGB" and sheet.height >= 2 * 40 and sheet.width >= 5 * 48
+    page = write_html(summarize(rows()), [("a/0", f"sheets/{sheet_name('a/0')}")], {"images": 9})
+    links = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert links == ["sheets/a__0.png"]
+    assert "http" not in page.replace("http-equiv", "") and "data-loaded" in page
+    assert "skipped" in page  # no CLIP-FID given

@@ -1,0 +1,129 @@
+"""End to end: protect a tiny catalog (RTB and the noise control), evaluate it, open the report in Chromium."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image, ImageDraw
+
+from jobs.evaluate import main
+from rtb import ProtectConfig, catalog, protect
+
+IDS = [f"img{i}" for i in range(4)]
+REQUIRED = {"id", "family", "kind", "index", "hole_ssim", "hole_psnr", "full_ssim", "full_psnr", "target_distance"}
+
+
+def picture(i: int) -> tuple[Image.Image, Image.Image]:
+    """A 96×96 striped picture with a yellow badge, and the badge's mask."""
+    rng = np.random.default_rng(i)
+    y, x = np.mgrid[0:96, 0:96]
+    base = rng.uniform(0, 255, 3)
+    rgb = np.stack([(base[c] + 80 * np.sin(x / (5 + c) + y / 7 + i)) % 256 for c in range(3)], -1).astype(np.uint8)
+    image = Image.fromarray(rgb)
+    ImageDraw.Draw(image).ellipse((36, 30, 58, 52), fill=(250, 240, 10))
+    mask = Image.new("L", (96, 96), 0)
+    ImageDraw.Draw(mask).ellipse((34, 28, 60, 54), fill=255)
+    return image, mask
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_model):
+    """A pairs catalog and the outputs of an RTB and a noise protect run over it (images/ + metrics/)."""
+    root = tmp_path_factory.mktemp("eval")
+    pairs = [picture(i) for i in range(len(IDS))]
+    (root / "catalog").mkdir(exist_ok=True)
+    for image_id, (image, mask) in zip(IDS, pairs):
+        image.save(root / "catalog" / f"{image_id}.png")
+        mask.save(root / "catalog" / f"{image_id}_mask.png")
+    for method in ("rtb", "noise"):
+        result = protect([p[0] for p in pairs], [p[1] for p in pairs], model=tiny_model, method=method,
+                         config=ProtectConfig(eps=0.025, steps=20))
+        (root / method / "images").mkdir(parents=True)
+        for image_id, image in zip(IDS, result.images):
+            image.save(root / method / "images" / f"{image_id}.png")
+        table = pa.Table.from_pylist([{"id": i, "status": "ok", "method": method, "eps": 0.025} for i in IDS])
+        catalog.write_table(table, str(root / method / "metrics" / "run-00000.parquet"))
+    return root
+
+
+def chromium() -> str:
+    """The Chromium binary; installed with apt-get (Debian's `chromium`) when missing."""
+    found = shutil.which("chromium")
+    if found is None:
+        subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
+        install = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"],
+                                 capture_output=True, text=True, env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"})
+        found = shutil.which("chromium")
+        if found is None:
+            pytest.skip(f"chromium is missing and apt-get could not install it: {install.stderr[-300:]}")
+    return found
+
+
+def open_in_chromium(page, tmp_path) -> tuple[str, bytes]:
+    """(DOM after load, screenshot PNG bytes) of ``page`` in headless Chromium, offline."""
+    flags = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--window-size=1200,900"]
+    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    shot = tmp_path / "shot.png"
+    subprocess.run([*flags, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
+    return dom.stdout, shot.read_bytes() if shot.exists() else b""
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_protect_then_evaluate_with_ray_and_open_the_report(runs, tiny_model, tmp_path, capsys):
+    out = tmp_path / "out"
+    main(["--catalog", str(runs / "catalog"), "--protected", str(runs / "rtb"), "--control", str(runs / "noise"),
+          "--output", str(out), "--model", tiny_model, "--sample", "2", "--runner", "ray"])
+    assert "4 image(s), 0 failed" in capsys.readouterr().out
+
+    # 1. edits/*.parquet: one row per (id, arm, family, index), every family for every image.
+    edits = pq.read_table(str(out / "edits" / "part-00000.parquet")).to_pylist()
+    assert REQUIRED <= set(edits[0])
+    assert {r["status"] for r in edits} == {"ok"} and {r["id"] for r in edits} == set(IDS)
+    per_image = {(r["arm"], r["family"], r["index"]) for r in edits if r["id"] == "img0"}
+    assert len(edits) == 4 * len(per_image)
+    assert {f for _, f, _ in per_image} == {"exact", "expanded", "partial", "bbox", "brush", "ring-half", "elsewhere"}
+
+    # 2. summary.json: both arms; RTB breaks the exact-mask edit far more than noise at the same ε.
+    summary = json.loads((out / "summary.json").read_text())
+    rtb = summary["arms"]["protected"]["exact"]["metrics"]["hole_ssim"]["median"]
+    noise = summary["arms"]["control"]["exact"]["metrics"]["hole_ssim"]["median"]
+    assert summary["arms"]["protected"]["exact"]["N"] == 4
+    assert rtb < noise - 0.05, (rtb, noise)
+    assert summary["clip_fid"]["skipped"] and summary["protect_run"]["methods"] == ["rtb"]
+
+    # 3. The report: relative links only, every image loads in headless Chromium, a screenshot is taken.
+    page = out / "report.html"
+    links = re.findall(r'src="([^"]+)"', page.read_text())
+    assert links == ["sheets/img0.png", "sheets/img1.png"] and all((out / link).is_file() for link in links)
+    dom, shot = open_in_chromium(page, tmp_path)
+    assert 'data-images="2/2"' in dom, dom[:500]
+    assert shot.startswith(b"\x89PNG") and len(shot) > 5000
+
+
+def test_local_runner_gives_the_same_rows(runs, tiny_model, tmp_path):
+    out = tmp_path / "local"
+    main(["--catalog", str(runs / "catalog"), "--protected", str(runs / "rtb"), "--output", str(out),
+          "--model", tiny_model, "--runner", "local", "--limit", "1", "--sample", "0"])
+    rows = pq.read_table(str(out / "edits" / "part-00000.parquet")).to_pylist()
+    assert {r["id"] for r in rows} == {"img0"} and {r["arm"] for r in rows} == {"protected"}
+    again = tmp_path / "again"
+    main(["--catalog", str(runs / "catalog"), "--protected", str(runs / "rtb"), "--output", str(again),
+          "--model", tiny_model, "--runner", "local", "--limit", "1", "--sample", "0"])
+    assert pq.read_table(str(again / "edits" / "part-00000.parquet")).to_pylist() == rows
+
+
+def test_bad_arguments_exit_with_one_line(runs, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--catalog", str(runs / "catalog"), "--protected", str(runs / "catalog"), "--output", str(tmp_path / "o"),
+              "--runner", "local"])
+    assert exit_info.value.code == 2
+    assert "no metrics/*.parquet" in capsys.readouterr().err
