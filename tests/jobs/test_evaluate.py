@@ -127,3 +127,20 @@ def test_bad_arguments_exit_with_one_line(runs, tmp_path, capsys):
               "--runner", "local"])
     assert exit_info.value.code == 2
     assert "no metrics/*.parquet" in capsys.readouterr().err
+
+
+def test_bad_rows_become_error_rows(runs, tiny_model, tmp_path):
+    broken = tmp_path / "broken"
+    (broken / "images").mkdir(parents=True)
+    Image.new("RGB", (40, 40)).save(broken / "images" / "img0.png")  # wrong size for img0
+    table = pa.Table.from_pylist([{"id": i, "status": "ok", "method": "rtb", "eps": 0.025} for i in ("img0", "ghost")])
+    catalog.write_table(table, str(broken / "metrics" / "run-00000.parquet"))
+    out = tmp_path / "out"
+    main(["--catalog", str(runs / "catalog"), "--protected", str(broken), "--output", str(out), "--model", tiny_model,
+          "--runner", "local"])
+    rows = {r["id"]: r for r in pq.read_table(str(out / "edits" / "part-00000.parquet")).to_pylist()}
+    assert rows["img0"]["status"] == "error" and "shape" in rows["img0"]["error"]
+    assert rows["ghost"]["status"] == "error" and "not found" in rows["ghost"]["error"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["failed_images"] == ["ghost", "img0"] and summary["arms"] == {}
+    assert (out / "report.html").is_file()
