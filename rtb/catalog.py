@@ -213,20 +213,23 @@ def list_pairs(files: list[str]) -> list[dict]:
 
 
 def read_pair(row: dict, storage_options: dict | None = None) -> dict:
-    """Fetch the bytes of one ``list_pairs`` row: ``{id, image, mask, prompt, read_error}``."""
+    """Fetch the bytes of one ``list_pairs`` row: ``{id, image, mask, prompt, read_error}``.
+
+    Whatever exists is fetched even when the row already has a ``read_error`` (an image without its mask
+    keeps its image bytes), so a catalog written from it still tells what was missing.
+    """
     out = {"id": row["id"], "image": None, "mask": None, "prompt": None, "read_error": row.get("read_error")}
-    if out["read_error"] is not None:
-        return out
+    options = storage_options or {}
     try:
-        with fsspec.open(row["image_path"], "rb", **(storage_options or {})) as handle:
-            out["image"] = handle.read()
-        with fsspec.open(row["mask_path"], "rb", **(storage_options or {})) as handle:
-            out["mask"] = handle.read()
+        for field, key in (("image", "image_path"), ("mask", "mask_path")):
+            if row.get(key):
+                with fsspec.open(row[key], "rb", **options) as handle:
+                    out[field] = handle.read()
         if row.get("prompt_path"):
-            with fsspec.open(row["prompt_path"], "rb", **(storage_options or {})) as handle:
+            with fsspec.open(row["prompt_path"], "rb", **options) as handle:
                 out["prompt"] = handle.read().decode("utf-8", errors="replace").strip()
     except OSError as err:
-        out["read_error"] = f"could not read {row['id']!r}: {type(err).__name__}: {err}"
+        out["read_error"] = out["read_error"] or f"could not read {row['id']!r}: {type(err).__name__}: {err}"
     return out
 
 
