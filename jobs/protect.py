@@ -152,8 +152,13 @@ def check_config(config: JobConfig) -> None:
             ) from None
         if "/" in config.run_id:
             raise ValueError(f"--run-id {config.run_id!r} must not contain '/'")
-    if os.path.abspath(str(config.input)).rstrip("/") == os.path.abspath(str(config.output)).rstrip("/"):
-        raise ValueError(f"--output {config.output!r} must differ from --input")
+    source, target = str(config.input).rstrip("/"), str(config.output).rstrip("/")
+    if not catalog.is_remote(source):
+        source = os.path.abspath(source.removeprefix("file://"))
+    if not catalog.is_remote(target):
+        target = os.path.abspath(target.removeprefix("file://"))
+    if target == source or target.startswith(source + "/"):
+        raise ValueError(f"--output {config.output!r} must not be --input or inside it (outputs would be read as input)")
 
 
 def storage_options_for(uri: str, endpoint: str | None) -> dict:

@@ -99,6 +99,11 @@ def check_id(value: object) -> str:
     return value
 
 
+def is_remote(uri: str) -> bool:
+    """True for URIs with a protocol other than ``file://`` (``s3://``, ``memory://``, ``gs://``...)."""
+    return fsspec.core.split_protocol(str(uri))[0] not in (None, "file", "local")
+
+
 def url_to_fs(uri: str, storage_options: dict | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
     """The fsspec filesystem and the protocol-less path for ``uri``."""
     return fsspec.core.url_to_fs(str(uri), **(storage_options or {}))
