@@ -88,3 +88,15 @@ def test_evaluate_image_rejects_mismatched_arms(editor):
         evaluate_image(editor, "x", a[0], torch.ones(40, 56), {"protected": a[0, :, :20]})
     with pytest.raises(ValueError, match="target"):
         EditConfig(target="purple")
+
+
+def test_evaluate_image_ssim_matches_the_float64_functions(editor):
+    a, b, _ = pair(h=64, w=96)
+    region = torch.zeros(64, 96)
+    region[20:40, 40:60] = 1
+    result = evaluate_image(editor, "img", a[0], region, {"protected": b[0]}, EditConfig(families=("exact", "bbox")))
+    for row in result.rows:
+        edits = result.images[(row["family"], row["index"])]
+        m = edits["hole"][None, None].double()
+        assert row["hole_ssim"] == pytest.approx(float(hole_ssim(edits["protected"][None], edits["clean"][None], m)[0]), abs=1e-5)
+        assert row["full_ssim"] == pytest.approx(float(metrics.ssim(edits["protected"][None], edits["clean"][None])[0]), abs=1e-5)
