@@ -35,6 +35,7 @@ SAMPLE_CATALOG = Path(__file__).resolve().parent.parent / "rtb" / "samples" / "c
 VARIANTS = {
     "defaults": ({}, "primary"),
     "steps50": ({"steps": 50}, "primary"),
+    "pgd50": ({"steps": 50, "lr": 0.005}, "primary"),  # small steps (ε/5) instead of the paper's saturating 4ε
     "hide4": ({"hide_weight": 4.0}, "primary"),
     "implant2": ({"implant_weight": 2.0, "expanded_weight": 2.0}, "primary"),
     "invert": ({"target": "invert"}, "invert"),
