@@ -216,7 +216,7 @@ class Evaluator:
 
     def __init__(self, edit_model: str, protected: str, control: str | None, output: str, edit_config: dict,
                  sample_ids: tuple[str, ...] = (), clip_model: str | None = None,
-                 storage_options: dict | None = None, threads: int | None = None, device: str | None = None):
+                 s3_endpoint: str | None = None, threads: int | None = None, device: str | None = None):
         import torch
 
         from rtb import load_inpainter
@@ -227,7 +227,8 @@ class Evaluator:
         if threads:
             torch.set_num_threads(threads)
         # 2. Models, loaded once per actor.
-        self.editor = load_inpainter(edit_model, device=device, storage_options=storage_options)
+        self.s3_endpoint = s3_endpoint
+        self.editor = load_inpainter(edit_model, device=device, storage_options=storage_options_for(edit_model, s3_endpoint))
         self.clip = None
         if clip_model:
             from rtb.evaluation.clip_fid import CLIPImageFeatures
@@ -236,13 +237,13 @@ class Evaluator:
         self.config = EditConfig(**{**edit_config, "masks": MaskSetConfig(**edit_config["masks"])})
         self.protected, self.control, self.output = protected, control, output
         self.sample_ids = frozenset(sample_ids)
-        self.storage_options = storage_options or {}
 
     def _read_arm(self, prefix: str, image_id: str):
         from rtb.images import decode_image, split_alpha, to_tensor
 
         uri = catalog.join(prefix, "images", f"{image_id}.png")
-        with catalog.url_to_fs(uri, self.storage_options)[0].open(catalog.url_to_fs(uri, self.storage_options)[1], "rb") as f:
+        fs, path = catalog.url_to_fs(uri, storage_options_for(uri, self.s3_endpoint))
+        with fs.open(path, "rb") as f:
             return to_tensor(split_alpha(decode_image(f.read()))[0])
 
     def _evaluate(self, row: dict) -> list[dict]:
@@ -283,7 +284,8 @@ class Evaluator:
                                             "hole": result.images[k]["hole"]}) for label, k in picks])
             buffer = io.BytesIO()
             sheet.save(buffer, format="PNG")
-            catalog.put_bytes(catalog.join(self.output, "sheets", sheet_name(row["id"])), buffer.getvalue(), self.storage_options)
+            catalog.put_bytes(catalog.join(self.output, "sheets", sheet_name(row["id"])), buffer.getvalue(),
+                              storage_options_for(self.output, self.s3_endpoint))
         return result.rows
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -386,8 +388,6 @@ def run(config: EvalConfig) -> dict:
         fmt = catalog.detect_format(files, config.catalog) if config.format == "auto" else config.format
     except (ValueError, OSError) as error:
         raise JobError(str(error)) from None
-    if any(storage_options_for(u, config.s3_endpoint) != options for u in (config.protected, config.output, config.control) if u):
-        options = {**options, **out_options}
     methods = sorted({str(r.get("method")) for r in protected.values()})
     eps = sorted({r.get("eps") for r in protected.values() if r.get("eps") is not None})
 
@@ -398,7 +398,7 @@ def run(config: EvalConfig) -> dict:
     sample_ids = tuple(ids[: config.sample])
     kwargs = {"edit_model": config.edit_model or config.model, "protected": config.protected, "control": config.control,
               "output": config.output, "edit_config": edit_config, "sample_ids": sample_ids,
-              "clip_model": config.clip_model, "storage_options": options}
+              "clip_model": config.clip_model, "s3_endpoint": config.s3_endpoint}
     wanted = set(ids)
 
     # 3. Edit and measure; stream rows to edits/*.parquet, keep the metrics and embeddings for the summary.

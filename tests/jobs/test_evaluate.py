@@ -144,3 +144,19 @@ def test_bad_rows_become_error_rows(runs, tiny_model, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["failed_images"] == ["ghost", "img0"] and summary["arms"] == {}
     assert (out / "report.html").is_file()
+
+
+def test_local_runner_reads_and_writes_s3(runs, tiny_model, s3_bucket):
+    import s3fs
+
+    bucket, options = s3_bucket
+    fs = s3fs.S3FileSystem(**options)
+    fs.put(str(runs / "catalog"), f"{bucket}/catalog", recursive=True)
+    fs.put(str(runs / "rtb"), f"{bucket}/rtb", recursive=True)
+    main(["--catalog", f"s3://{bucket}/catalog", "--protected", f"s3://{bucket}/rtb", "--output", f"s3://{bucket}/eval",
+          "--model", tiny_model, "--runner", "local", "--limit", "1", "--sample", "1",
+          "--s3-endpoint", options["client_kwargs"]["endpoint_url"]])
+    summary = json.loads(fs.cat(f"{bucket}/eval/summary.json"))
+    assert summary["images"] == 1 and summary["failed_images"] == []
+    assert fs.exists(f"{bucket}/eval/sheets/img0.png") and fs.exists(f"{bucket}/eval/report.html")
+    assert fs.glob(f"{bucket}/eval/edits/*.parquet")
