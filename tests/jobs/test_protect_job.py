@@ -189,6 +189,10 @@ def test_cli_refuses_bad_arguments_and_missing_input(tmp_path, tiny_model):
     assert bad.exit_code == 2 and "--batch-size must be at least 1, got 0" in bad.output
     inside = runner.invoke(cli, ["protect", "--input", str(tmp_path / "empty"), "--output", str(tmp_path / "empty" / "out")])
     assert inside.exit_code == 2 and "must not be --input or inside it" in inside.output
+    catalog.write_shards(good_rows(1), str(tmp_path / "in"))
+    vae = runner.invoke(cli, ["protect", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "o"),
+                              "--method", "photoguard-encoder", "--model", tiny_model])
+    assert vae.exit_code == 2 and "needs a diffusers model directory" in vae.output
     method = runner.invoke(cli, ["protect", "--input", "x", "--output", "y", "--method", "magic"])
     assert method.exit_code == 2 and "magic" in method.output
     assert not (tmp_path / "o").exists()
