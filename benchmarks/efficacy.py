@@ -26,7 +26,7 @@ import pyarrow as pa
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jobs.evaluate import EvalConfig, run  # noqa: E402
-from rtb import ProtectConfig, catalog, protect  # noqa: E402
+from rtb import ProtectConfig, catalog, load_inpainter, protect  # noqa: E402
 from rtb.evaluation.heldout import make_heldout  # noqa: E402
 from rtb.images import decode_image, decode_mask  # noqa: E402
 
@@ -96,6 +96,9 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         raise ValueError(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
 
+    # The model is loaded once for protection; the evaluation job loads it again by name, so its fingerprint
+    # is checked after every variant (a model file replaced mid-run would otherwise mix two models).
+    inpainter = load_inpainter(args.model)
     results = []
     for name in args.sets.split(","):
         # 1. The evaluation set.
@@ -110,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
 
         # 2. The noise control at the same ε (once per set).
         noise_dir = out / name / "noise"
-        noise = protect(images, masks, model=args.model, method="noise", config=ProtectConfig(eps=args.eps))
+        noise = protect(images, masks, model=inpainter, method="noise", config=ProtectConfig(eps=args.eps))
         write_run(noise_dir, ids, noise, "noise")
 
         for variant in variants:
@@ -118,14 +121,17 @@ def main(argv: list[str] | None = None) -> None:
             overrides, target = VARIANTS[variant]
             config = ProtectConfig(**{"eps": args.eps, "steps": args.steps, **overrides})
             began = time.perf_counter()
-            result = protect(images, masks, model=args.model, method="rtb", config=config)
+            result = protect(images, masks, model=inpainter, method="rtb", config=config)
             protect_seconds = time.perf_counter() - began
             run_dir = out / name / variant
             write_run(run_dir / "protected", ids, result, "rtb")
             summary = run(EvalConfig(catalog=str(folder), protected=str(run_dir / "protected"), output=str(run_dir / "eval"),
                                      model=args.model, control=str(noise_dir), target=target, runner="local",
                                      masks=args.masks, sample=4))
-            row = {"set": name, "variant": variant, "images": len(ids), "config": {**overrides, "eps": args.eps,
+            if load_inpainter(args.model).fingerprint != inpainter.fingerprint:
+                raise ValueError(f"model {args.model!r} changed during the run; rerun")
+            row = {"set": name, "variant": variant, "images": len(ids), "model_fingerprint": inpainter.fingerprint,
+                   "config": {**overrides, "eps": args.eps,
                    "steps": config.steps}, "protect_seconds_per_image": protect_seconds / len(ids),
                    "goals": {}, "reported": {}}
             for label, arm, family, metric, op, threshold in GOALS:
