@@ -1,4 +1,4 @@
-"""The ``rtb`` command line: ``rtb protect`` (the Ray Data job) and ``rtb shard`` (pairs → Parquet)."""
+"""The ``rtb`` command line: ``rtb protect`` (the Ray Data job), ``rtb shard`` (pairs → Parquet), ``rtb evaluate``."""
 
 from __future__ import annotations
 
@@ -63,6 +63,16 @@ def shard_command(input_uri, output_uri, rows_per_shard, s3_endpoint) -> None:
         click.echo(f"rtb shard: error: {error}", err=True)
         sys.exit(2)
     click.echo(f"rtb shard: wrote {len(written)} shard(s) under {output_uri}")
+
+
+def _add_evaluate() -> None:
+    """``rtb evaluate`` lives with its job in jobs/evaluate.py."""
+    from jobs.evaluate import evaluate
+
+    cli.add_command(evaluate)
+
+
+_add_evaluate()
 
 
 def main(argv: list[str] | None = None) -> None:
