@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 
 import pytest
+import torch
 
 
 def _free_port() -> int:
@@ -48,3 +49,15 @@ def s3_bucket(s3_server):
     fs.mkdir(name)
     yield name, options
     fs.rm(name, recursive=True)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tiny networks on one intra-op thread (several only contend, worst on a busy CPU).
+
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``; the thread count is restored after.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

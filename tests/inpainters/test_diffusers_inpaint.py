@@ -16,13 +16,7 @@ from tests.tiny_diffusers import TINY_SIZE, build_tiny_inpaint_pipeline
 SIZE = TINY_SIZE
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks run fastest on one intra-op thread (several only contend, worst on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -22,13 +22,7 @@ RECORDED_HOLE_MEAN = [0.620109, 0.848297, 0.11891]
 RECORDED_ROW = [0.58518, 0.584815, 0.590762, 0.593516, 0.598427, 0.60061, 0.614042, 0.618134]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny convolutions run faster on one thread, above all on a busy shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
