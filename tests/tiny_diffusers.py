@@ -25,6 +25,56 @@ def _byte_vocab() -> dict[str, int]:
     return {token: index for index, token in enumerate(tokens)}
 
 
+def _tiny_vae():
+    """A 4-level VAE (scale factor 8, like SD's) with 8–16 channels."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=(8, 8, 16, 16),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=4,
+        sample_size=TINY_SIZE,
+    )
+
+
+def _tiny_text_config(**extra):
+    """A 2-layer, 32-wide CLIP text encoder config over :func:`_byte_vocab` (``extra`` adds fields)."""
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        bos_token_id=512,
+        eos_token_id=513,
+        hidden_size=32,
+        intermediate_size=37,
+        layer_norm_eps=1e-5,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        pad_token_id=513,
+        vocab_size=600,
+        max_position_embeddings=77,
+        **extra,
+    )
+
+
+def tiny_batch(n: int = 2, seed: int = 0):
+    """``n`` random images of ``TINY_SIZE``² and a shared square hole in the middle: ``(x, m)``."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, TINY_SIZE, TINY_SIZE, generator=generator)
+    m = torch.zeros(n, 1, TINY_SIZE, TINY_SIZE)
+    m[..., 8:24, 8:24] = 1
+    return x, m
+
+
+def tiny_generators(seeds):
+    """One CPU generator per seed."""
+    return [torch.Generator().manual_seed(seed) for seed in seeds]
+
+
 def build_tiny_inpaint_pipeline(path: str | Path, scheduler: str = "ddim"):
     """Build, save (safetensors) and return the directory of a tiny random SD-inpainting pipeline.
 
@@ -35,13 +85,12 @@ def build_tiny_inpaint_pipeline(path: str | Path, scheduler: str = "ddim"):
         ``Path(path)``, holding ``model_index.json`` and the component folders.
     """
     from diffusers import (
-        AutoencoderKL,
         DDIMScheduler,
         PNDMScheduler,
         StableDiffusionInpaintPipeline,
         UNet2DConditionModel,
     )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextModel, CLIPTokenizer
 
     path = Path(path)
     torch.manual_seed(0)
@@ -57,29 +106,8 @@ def build_tiny_inpaint_pipeline(path: str | Path, scheduler: str = "ddim"):
         attention_head_dim=8,
         norm_num_groups=8,
     )
-    vae = AutoencoderKL(
-        block_out_channels=(8, 8, 16, 16),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=4,
-        sample_size=TINY_SIZE,
-    )
-    text_config = CLIPTextConfig(
-        bos_token_id=512,
-        eos_token_id=513,
-        hidden_size=32,
-        intermediate_size=37,
-        layer_norm_eps=1e-5,
-        num_attention_heads=4,
-        num_hidden_layers=2,
-        pad_token_id=513,
-        vocab_size=600,
-        max_position_embeddings=77,
-    )
+    vae = _tiny_vae()
+    text_config = _tiny_text_config()
     text_encoder = CLIPTextModel(text_config)
     tokenizer = CLIPTokenizer(vocab=_byte_vocab(), merges=[], model_max_length=77)
     schedule = dict(
@@ -113,12 +141,11 @@ def build_tiny_sdxl_inpaint_pipeline(path: str | Path):
     micro-conditioning (pooled text embedding + 6 time ids).
     """
     from diffusers import (
-        AutoencoderKL,
         EulerDiscreteScheduler,
         StableDiffusionXLInpaintPipeline,
         UNet2DConditionModel,
     )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     path = Path(path)
     torch.manual_seed(0)
@@ -139,31 +166,8 @@ def build_tiny_sdxl_inpaint_pipeline(path: str | Path):
         cross_attention_dim=64,  # the two 32-d text encoders, concatenated
         norm_num_groups=8,
     )
-    vae = AutoencoderKL(
-        block_out_channels=(8, 8, 16, 16),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=4,
-        sample_size=TINY_SIZE,
-    )
-    text_config = CLIPTextConfig(
-        bos_token_id=512,
-        eos_token_id=513,
-        hidden_size=32,
-        intermediate_size=37,
-        layer_norm_eps=1e-5,
-        num_attention_heads=4,
-        num_hidden_layers=2,
-        pad_token_id=513,
-        vocab_size=600,
-        max_position_embeddings=77,
-        hidden_act="gelu",
-        projection_dim=32,
-    )
+    vae = _tiny_vae()
+    text_config = _tiny_text_config(hidden_act="gelu", projection_dim=32)
     pipe = StableDiffusionXLInpaintPipeline(
         vae=vae,
         text_encoder=CLIPTextModel(text_config),

@@ -12,6 +12,7 @@ from rtb.inpainters import Inpainter, load_inpainter
 from rtb.inpainters.diffusers_inpaint import SURROGATES, load_diffusers
 from rtb.storage import fingerprint
 from tests.tiny_diffusers import TINY_SIZE, build_tiny_inpaint_pipeline
+from tests.tiny_diffusers import tiny_batch, tiny_generators
 
 SIZE = TINY_SIZE
 
@@ -29,17 +30,6 @@ def inpainters(tiny_dir):
     """One loaded backend per surrogate, shared by the module (loading is the slow part)."""
     return {mode: load_diffusers(tiny_dir, surrogate=mode, unroll_steps=2) for mode in SURROGATES}
 
-
-def _batch(n: int = 2, seed: int = 0):
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 3, SIZE, SIZE, generator=generator)
-    m = torch.zeros(n, 1, SIZE, SIZE)
-    m[..., 8:24, 8:24] = 1
-    return x, m
-
-
-def _generators(seeds):
-    return [torch.Generator().manual_seed(s) for s in seeds]
 
 
 def test_loads_frozen_with_contract_attributes(tiny_dir, inpainters):
@@ -70,14 +60,14 @@ def test_load_inpainter_from_s3(tiny_dir, s3_bucket, tmp_path):
     inp = load_inpainter(uri, cache_dir=tmp_path / "cache", storage_options=options, surrogate="pixel-x0")
     assert inp.fingerprint == fingerprint(tiny_dir)
     assert inp.name == f"diffusers:{uri}" and inp.surrogate_mode == "pixel-x0"
-    x, m = _batch(1)
-    assert inp.surrogate(x, m, inp.sample_noise(_generators([0]), SIZE, SIZE)).shape == x.shape
+    x, m = tiny_batch(1)
+    assert inp.surrogate(x, m, inp.sample_noise(tiny_generators([0]), SIZE, SIZE)).shape == x.shape
 
 
 def test_sample_noise_is_per_sample(inpainters):
     inp = inpainters["latent-x0"]
-    both = inp.sample_noise(_generators([3, 4]), SIZE, SIZE)
-    alone = inp.sample_noise(_generators([4]), SIZE, SIZE)
+    both = inp.sample_noise(tiny_generators([3, 4]), SIZE, SIZE)
+    alone = inp.sample_noise(tiny_generators([4]), SIZE, SIZE)
     assert both["noise"].shape == (2, 4, SIZE // 8, SIZE // 8) and both["timestep"].shape == (2,)
     assert torch.equal(both["noise"][1:], alone["noise"]) and torch.equal(both["timestep"][1:], alone["timestep"])
 
@@ -85,9 +75,9 @@ def test_sample_noise_is_per_sample(inpainters):
 @pytest.mark.parametrize("mode", SURROGATES)
 def test_surrogate_gradient_flows_through_context_only(inpainters, mode):
     inp = inpainters[mode]
-    x, m = _batch()
+    x, m = tiny_batch()
     x.requires_grad_(True)
-    out = inp.surrogate(x, m, inp.sample_noise(_generators([0, 1]), SIZE, SIZE))
+    out = inp.surrogate(x, m, inp.sample_noise(tiny_generators([0, 1]), SIZE, SIZE))
     assert out.shape == (inp.to_loss_space(x.detach()).shape)
     assert out.shape[-2:] == inp.mask_to_loss_space(m).shape[-2:]
     # A loss on the fill only, as the optimizer uses it.
@@ -101,9 +91,9 @@ def test_surrogate_gradient_flows_through_context_only(inpainters, mode):
 @pytest.mark.parametrize("mode", ["pixel-x0", "unrolled"])
 def test_pixel_surrogates_are_composited(inpainters, mode):
     inp = inpainters[mode]
-    x, m = _batch()
+    x, m = tiny_batch()
     with torch.no_grad():
-        out = inp.surrogate(x, m, inp.sample_noise(_generators([0, 1]), SIZE, SIZE))
+        out = inp.surrogate(x, m, inp.sample_noise(tiny_generators([0, 1]), SIZE, SIZE))
     assert torch.equal(out * (1 - m), x * (1 - m))
     assert out.min() >= 0 and out.max() <= 1
     assert not torch.allclose(out * m, x * m)
@@ -111,9 +101,9 @@ def test_pixel_surrogates_are_composited(inpainters, mode):
 
 def test_latent_surrogate_outside_hole_is_the_context_latent(inpainters):
     inp = inpainters["latent-x0"]
-    x, m = _batch()
+    x, m = tiny_batch()
     with torch.no_grad():
-        out = inp.surrogate(x, m, inp.sample_noise(_generators([0, 1]), SIZE, SIZE))
+        out = inp.surrogate(x, m, inp.sample_noise(tiny_generators([0, 1]), SIZE, SIZE))
         context = inp.encode_latents(x * (1 - m) + 0.5 * m)
     outside = inp.mask_to_loss_space(m).expand_as(out) == 0
     torch.testing.assert_close(out[outside], context[outside], atol=1e-5, rtol=1e-5)
@@ -122,17 +112,17 @@ def test_latent_surrogate_outside_hole_is_the_context_latent(inpainters):
 @pytest.mark.parametrize("mode", SURROGATES)
 def test_batch_equals_each_image_alone(inpainters, mode):
     inp = inpainters[mode]
-    x, m = _batch(2, seed=5)
+    x, m = tiny_batch(2, seed=5)
     m[1, :, :16] = 0  # different holes per image
     with torch.no_grad():
-        both = inp.surrogate(x, m, inp.sample_noise(_generators([10, 11]), SIZE, SIZE))
-        second = inp.surrogate(x[1:], m[1:], inp.sample_noise(_generators([11]), SIZE, SIZE))
+        both = inp.surrogate(x, m, inp.sample_noise(tiny_generators([10, 11]), SIZE, SIZE))
+        second = inp.surrogate(x[1:], m[1:], inp.sample_noise(tiny_generators([11]), SIZE, SIZE))
     torch.testing.assert_close(both[1:], second, atol=1e-5, rtol=1e-4)
 
 
 def test_edit_is_seeded_and_composited(inpainters):
     inp = inpainters["latent-x0"]
-    x, m = _batch(2)
+    x, m = tiny_batch(2)
     first = inp.edit(x, m, steps=2, seed=7)
     again = inp.edit(x, m, steps=2, seed=7)
     other = inp.edit(x, m, steps=2, seed=8)
@@ -158,7 +148,7 @@ def test_pickled_weights_are_refused(tiny_dir, tmp_path):
 
 def test_bad_inputs_raise_naming_the_value(tiny_dir, inpainters, tmp_path):
     inp = inpainters["latent-x0"]
-    x, m = _batch(2)
+    x, m = tiny_batch(2)
     with pytest.raises(ValueError, match=r"\(1, 1, 32, 32\)"):
         inp.surrogate(x, m[:1])
     with pytest.raises(ValueError, match="30×30"):
@@ -177,12 +167,12 @@ def test_sdxl_inpainting_pipeline_best_effort(tmp_path):
     from tests.tiny_diffusers import build_tiny_sdxl_inpaint_pipeline
 
     path = build_tiny_sdxl_inpaint_pipeline(tmp_path / "sdxl-inpaint")
-    x, m = _batch(2)
+    x, m = tiny_batch(2)
     for mode in SURROGATES:
         inp = load_diffusers(path, surrogate=mode, unroll_steps=2)
         assert inp.is_xl and inp.native_size == SIZE
         images = x.clone().requires_grad_(True)
-        out = inp.surrogate(images, m, inp.sample_noise(_generators([0, 1]), SIZE, SIZE))
+        out = inp.surrogate(images, m, inp.sample_noise(tiny_generators([0, 1]), SIZE, SIZE))
         (out * inp.mask_to_loss_space(m)).pow(2).sum().backward()
         assert images.grad[m.expand_as(x) == 0].abs().sum() > 0
         assert images.grad[m.expand_as(x) == 1].abs().max() == 0

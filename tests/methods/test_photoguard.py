@@ -10,6 +10,7 @@ from rtb.inpainters import Inpainter
 from rtb.inpainters.diffusers_inpaint import load_diffusers
 from rtb.methods import photoguard_diffusion, photoguard_encoder
 from tests.tiny_diffusers import TINY_SIZE, build_tiny_inpaint_pipeline
+from tests.tiny_diffusers import tiny_batch, tiny_generators
 
 SIZE = TINY_SIZE
 
@@ -29,21 +30,10 @@ def fast_diffusion(monkeypatch):
     monkeypatch.setattr(photoguard_diffusion, "UNROLL_STEPS", 2)
 
 
-def _batch(n: int = 2):
-    generator = torch.Generator().manual_seed(0)
-    x = torch.rand(n, 3, SIZE, SIZE, generator=generator)
-    m = torch.zeros(n, 1, SIZE, SIZE)
-    m[..., 8:24, 8:24] = 1
-    return x, m
-
-
-def _generators(seeds):
-    return [torch.Generator().manual_seed(s) for s in seeds]
-
 
 def test_encoder_pulls_latent_to_gray_within_linf(inpainter):
-    x, m = _batch()
-    out = photoguard_encoder.run(inpainter, x, m, ProtectConfig(steps=6), _generators([0, 1]))
+    x, m = tiny_batch()
+    out = photoguard_encoder.run(inpainter, x, m, ProtectConfig(steps=6), tiny_generators([0, 1]))
     assert out.history.shape == (6, 2)
     assert (out.losses["encoder"] < out.history[0]).all()
     assert out.delta.abs().max() <= photoguard_encoder.DEFAULT_EPS + 1e-6
@@ -57,17 +47,17 @@ def test_encoder_pulls_latent_to_gray_within_linf(inpainter):
 
 
 def test_encoder_respects_custom_eps_and_batch_independence(inpainter):
-    x, m = _batch()
+    x, m = tiny_batch()
     config = ProtectConfig(eps=0.01, steps=3)
-    both = photoguard_encoder.run(inpainter, x, m, config, _generators([4, 5]))
-    alone = photoguard_encoder.run(inpainter, x[1:], m[1:], config, _generators([5]))
+    both = photoguard_encoder.run(inpainter, x, m, config, tiny_generators([4, 5]))
+    alone = photoguard_encoder.run(inpainter, x[1:], m[1:], config, tiny_generators([5]))
     assert both.delta.abs().max() <= 0.01 + 1e-6
     torch.testing.assert_close(both.delta[1:], alone.delta, atol=1e-6, rtol=0)
 
 
 def test_diffusion_pushes_fill_to_gray_within_l2(inpainter, fast_diffusion):
-    x, m = _batch()
-    out = photoguard_diffusion.run(inpainter, x, m, ProtectConfig(steps=3), _generators([0, 1]))
+    x, m = tiny_batch()
+    out = photoguard_diffusion.run(inpainter, x, m, ProtectConfig(steps=3), tiny_generators([0, 1]))
     assert out.history.shape == (3, 2) and set(out.losses) == {"diffusion"}
     norms = out.delta.flatten(1).norm(dim=1)
     assert (norms <= photoguard_diffusion.DEFAULT_EPS + 1e-4).all() and (norms > 0).all()
@@ -75,14 +65,14 @@ def test_diffusion_pushes_fill_to_gray_within_l2(inpainter, fast_diffusion):
     assert (x + out.delta).min() >= 0 and (x + out.delta).max() <= 1
     # Same sampler noises for the clean and the protected image: the fill is closer to gray after.
     gray = torch.full_like(x, 0.5)
-    clean, _ = photoguard_diffusion._draws(inpainter, x, m, gray, _generators([9, 10]), grad=False)
-    protected, _ = photoguard_diffusion._draws(inpainter, x + out.delta, m, gray, _generators([9, 10]), grad=False)
+    clean, _ = photoguard_diffusion._draws(inpainter, x, m, gray, tiny_generators([9, 10]), grad=False)
+    protected, _ = photoguard_diffusion._draws(inpainter, x + out.delta, m, gray, tiny_generators([9, 10]), grad=False)
     assert (protected < clean).all()
 
 
 def test_diffusion_l2_projection_binds_with_small_eps(inpainter, fast_diffusion):
-    x, m = _batch(1)
-    out = photoguard_diffusion.run(inpainter, x, m, ProtectConfig(eps=0.3, steps=1), _generators([0]))
+    x, m = tiny_batch(1)
+    out = photoguard_diffusion.run(inpainter, x, m, ProtectConfig(eps=0.3, steps=1), tiny_generators([0]))
     # The step (0.5) overshoots the ball, so δ ends on its surface (clipping to [0, 1] may shave a little).
     norm = out.delta.flatten(1).norm(dim=1)
     assert (norm <= 0.3 + 1e-5).all() and (norm > 0.29).all()
@@ -119,18 +109,18 @@ class _NoVae:
 def test_needs_a_vae(method):
     model = _NoVae()
     assert isinstance(model, Inpainter)
-    x, m = _batch(1)
+    x, m = tiny_batch(1)
     with pytest.raises(ValueError, match=f"method '{method.NAME}' needs a diffusers model with a VAE; got 'reference'"):
-        method.run(model, x, m, ProtectConfig(steps=1), _generators([0]))
+        method.run(model, x, m, ProtectConfig(steps=1), tiny_generators([0]))
 
 
 @pytest.mark.parametrize("method", [photoguard_encoder, photoguard_diffusion])
 def test_custom_targets_replace_gray(inpainter, method, fast_diffusion):
-    x, m = _batch(1)
+    x, m = tiny_batch(1)
     white = torch.ones_like(x)
     config = ProtectConfig(steps=1, target="custom")
-    gray = method.run(inpainter, x, m, config, _generators([0]))
-    custom = method.run(inpainter, x, m, config, _generators([0]), custom_targets=white)
+    gray = method.run(inpainter, x, m, config, tiny_generators([0]))
+    custom = method.run(inpainter, x, m, config, tiny_generators([0]), custom_targets=white)
     assert not torch.allclose(gray.history, custom.history)
     with pytest.raises(ValueError, match="custom_targets"):
-        method.run(inpainter, x, m, config, _generators([0]), custom_targets=white[..., :16])
+        method.run(inpainter, x, m, config, tiny_generators([0]), custom_targets=white[..., :16])
