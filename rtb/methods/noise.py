@@ -5,6 +5,8 @@ The RTB loss terms of the noisy image are reported too, so a control row is comp
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from rtb.config import ProtectConfig
@@ -25,7 +27,9 @@ def run(inpainter, x, m, config: ProtectConfig, generators: list[torch.Generator
     )
     delta = ((noise * 2 - 1) * eps + x).clamp(0, 1) - x
 
-    # 2. Measure the RTB losses of the noisy image, for comparison with RTB.
-    holes, weights, targets, draws = rtb.prepare(inpainter, x, m, config, generators, custom_targets)
+    # 2. Measure the RTB losses of the noisy image, for comparison with RTB. Only the first surrogate draw
+    #    is evaluated, so prepare only that one (the same values: it is drawn first either way).
+    single_draw = dataclasses.replace(config, surrogate_draws=1)
+    holes, weights, targets, draws = rtb.prepare(inpainter, x, m, single_draw, generators, custom_targets)
     losses = rtb.evaluate(inpainter, x, delta, holes, weights, targets, draws[0])
     return MethodOutput(delta=delta, losses=losses, history=torch.zeros(0, x.shape[0], dtype=x.dtype))
