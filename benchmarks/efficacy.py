@@ -8,7 +8,7 @@ the protect-run layout (``images/<id>.png``, ``metrics/*.parquet``), runs the ev
     python benchmarks/efficacy.py --output out/efficacy                       # defaults on both sets
     python benchmarks/efficacy.py --output out/efficacy --sets heldout --variants defaults,steps50,hide4
 
-Variants are levers of ``ProtectConfig`` (steps, loss weights, target); ``defaults`` is the paper's settings.
+Variants are levers of ``ProtectConfig`` (steps, loss weights, target, mask augmentation); ``defaults`` is the paper's settings.
 """
 
 from __future__ import annotations
@@ -39,6 +39,10 @@ VARIANTS = {
     "hide4": ({"hide_weight": 4.0}, "primary"),
     "implant2": ({"implant_weight": 2.0, "expanded_weight": 2.0}, "primary"),
     "invert": ({"target": "invert"}, "invert"),
+    # mask augmentation: attacker-like holes (jittered contour, grown bbox, partial halves) each step
+    "augment2": ({"augment_holes": 2}, "primary"),
+    "augment4": ({"augment_holes": 4}, "primary"),
+    "augment4-pgd50": ({"augment_holes": 4, "steps": 50, "lr": 0.005}, "primary"),
 }
 # Goals: (label, arm, family, metric, comparison, threshold)
 GOALS = (

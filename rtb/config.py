@@ -32,6 +32,12 @@ class ProtectConfig:
     implant_weight: float = 1.0
     expanded_weight: float = 1.0
     hide_weight: float = 2.0
+    # Mask augmentation: attacker-like holes over the region (jittered contour, grown bounding box, partial
+    # halves; rtb.masks.attacker_hole) drawn afresh per sample and step and pushed to the target alongside M
+    # and M+. 0 = the paper's two malicious holes only. Each adds one forward per image and step.
+    augment_holes: int = 0
+    # Weight of the mean implant loss over the augmented holes (w_a in L = ... + w_a·mean_k MSE_{A_k}).
+    augment_weight: float = 1.0
     # Upper end of the uniform δ initialisation, δ ~ U[0, init_high] (the paper's 0.01).
     init_high: float = 0.01
     # What a malicious edit should output: "primary" (pure R, G or B farthest from the mean colour),
@@ -65,6 +71,8 @@ class ProtectConfig:
             raise ValueError(f"max_side must be at least 16 pixels, got {self.max_side!r}")
         if not (0.0 < self.max_mask_fraction <= 1.0):
             raise ValueError(f"max_mask_fraction must be in (0, 1], got {self.max_mask_fraction!r}")
+        if not (isinstance(self.augment_holes, int) and 0 <= self.augment_holes <= 16):
+            raise ValueError(f"augment_holes must be an integer in [0, 16], got {self.augment_holes!r}")
         if self.surrogate_draws < 1:
             raise ValueError(f"surrogate_draws must be at least 1, got {self.surrogate_draws!r}")
 

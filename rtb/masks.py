@@ -53,6 +53,62 @@ def half(m: torch.Tensor, cut: str) -> torch.Tensor:
     return out
 
 
+def erode(m: torch.Tensor, size: int) -> torch.Tensor:
+    """Erode ``m`` with a ``size×size`` box: the pixels whose whole box lies inside M."""
+    return 1.0 - dilate(1.0 - m, size)
+
+
+def bounding_box(m: torch.Tensor) -> tuple[int, int, int, int]:
+    """``(top, left, bottom, right)`` of the region in a ``1×1×H×W`` mask, inclusive."""
+    ys, xs = torch.nonzero(m[0, 0] > 0.5, as_tuple=True)
+    return int(ys.min()), int(xs.min()), int(ys.max()), int(xs.max())
+
+
+def bbox_mask(m: torch.Tensor, margin: int = 0) -> torch.Tensor:
+    """The filled bounding box of the region in a ``1×1×H×W`` mask, grown by ``margin`` pixels per side."""
+    top, left, bottom, right = bounding_box(m)
+    height, width = m.shape[-2:]
+    out = torch.zeros_like(m)
+    out[..., max(0, top - margin) : min(height, bottom + margin + 1), max(0, left - margin) : min(width, right + margin + 1)] = 1
+    return out
+
+
+def partial_mask(m: torch.Tensor, cut: str, dilation: int = 17) -> torch.Tensor:
+    """Half ``cut`` of ``M`` ∪ the complementary half of ``M+``: exact on one side, 8 px too wide on the other."""
+    expanded = dilate(m, dilation)
+    return torch.maximum(half(m, cut), expanded - half(expanded, cut))
+
+
+# The attacker-like hole shapes of mask augmentation (see attacker_hole).
+ATTACKER_SHAPES = ("jitter", "bbox", "partial")
+
+
+def attacker_hole(m: torch.Tensor, generator: torch.Generator, dilation: int = 17) -> torch.Tensor:
+    """One random hole an attacker might paint over the region of a ``1×1×H×W`` mask.
+
+    Drawn from ``generator`` only (so a sample's holes never depend on its batch), uniformly among:
+
+    - ``jitter``: M with its contour moved out by up to ``dilation // 2`` pixels or in by up to a quarter of
+      the region's shorter side (and at most ``dilation // 4``), so the hole still covers most of M;
+    - ``bbox``: the region's bounding box grown by 0 to ``dilation // 2`` pixels per side;
+    - ``partial``: half of M ∪ the complementary half of ``M+``, cut along a random one of :data:`HALF_CUTS`.
+    """
+    reach = dilation // 2
+    pick = lambda high: int(torch.randint(high, (1,), generator=generator, device=generator.device))  # noqa: E731
+    shape = ATTACKER_SHAPES[pick(len(ATTACKER_SHAPES))]
+    if shape == "jitter":
+        top, left, bottom, right = bounding_box(m)
+        inward = min(reach // 2, (min(bottom - top, right - left) + 1) // 4)
+        radius = pick(reach + inward + 1) - inward
+        if radius >= 0:
+            return dilate(m, 2 * radius + 1)
+        eroded = erode(m, -2 * radius + 1)
+        return eroded if bool((eroded > 0.5).any()) else m
+    if shape == "bbox":
+        return bbox_mask(m, pick(reach + 1))
+    return partial_mask(m, HALF_CUTS[pick(len(HALF_CUTS))], dilation)
+
+
 def mask_fraction(m: torch.Tensor) -> torch.Tensor:
     """Fraction of pixels inside each mask: shape ``N``."""
     return m.flatten(1).mean(dim=1)

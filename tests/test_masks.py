@@ -1,6 +1,6 @@
 import torch
 
-from rtb.masks import dilate, half, mask_fraction, ring
+from rtb.masks import attacker_hole, bbox_mask, dilate, erode, half, mask_fraction, ring
 
 
 def point(size=41, at=(20, 20)):
@@ -37,3 +37,37 @@ def test_halves_partition_the_region():
     assert (diagonal <= m).all() and 0.3 < float(diagonal[0].sum() / m[0].sum()) < 0.7
     anti = half(m, "antidiagonal")
     assert not torch.equal(diagonal, anti)
+
+
+def test_erode_undoes_dilate_on_a_box():
+    m = torch.zeros(1, 1, 48, 48)
+    m[..., 10:30, 12:40] = 1
+    assert torch.equal(erode(dilate(m, 5), 5), m)
+    assert erode(m, 5).sum() == (20 - 4) * (28 - 4)
+
+
+def test_bbox_mask_grows_by_the_margin_and_stays_in_the_image():
+    m = torch.zeros(1, 1, 32, 32)
+    m[0, 0, 2, 5] = m[0, 0, 9, 20] = 1
+    assert bbox_mask(m).sum() == 8 * 16
+    grown = bbox_mask(m, 4)
+    assert grown.sum() == (2 + 8 + 4) * (4 + 16 + 4)  # clipped at the top edge
+    assert (grown >= bbox_mask(m)).all()
+
+
+def test_attacker_holes_cover_the_region_like_an_attacker_and_follow_the_generator():
+    m = torch.zeros(1, 1, 64, 64)
+    m[..., 20:36, 18:42] = 1
+    inner, outer = erode(m, 9), dilate(m, 17)  # inner: M without a 4 px band
+    draw = lambda seed: [attacker_hole(m, g) for g in [torch.Generator().manual_seed(seed)] for _ in range(40)]  # noqa: E731
+    holes = draw(5)
+    kinds = set()
+    for hole in holes:
+        kinds.add("grown" if bool((hole > m).any()) else "inside" if bool((hole < m).any()) else "exact")
+        assert hole.shape == m.shape and torch.all((hole == 0) | (hole == 1))
+        assert (hole <= torch.maximum(outer, bbox_mask(m, 8))).all()  # never beyond M+ (or the grown box)
+        covered = float((hole * m).sum() / m.sum())
+        assert covered >= 0.25 and bool((hole * inner).any())
+    assert {"grown", "inside"} <= kinds  # contours moved out (jitter, bbox, partial) and in (jitter)
+    assert all(torch.equal(a, b) for a, b in zip(holes, draw(5)))  # the same generator state, the same holes
+    assert not all(torch.equal(a, b) for a, b in zip(holes, draw(6)))

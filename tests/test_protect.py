@@ -9,6 +9,8 @@ import torch
 from PIL import Image
 
 from rtb import ProtectConfig, load_inpainter, protect
+from rtb.masks import attacker_hole
+from rtb.targets import make_targets
 from tests.tiny_models import build_tiny_torchscript
 
 
@@ -95,6 +97,40 @@ def test_implant_loss_falls_and_hide_stays_below_implant(model):
     noise = protect([image], [mask], model=model, method="noise").stats[0]
     assert stats.loss_implant < 0.8 * noise.loss_implant
     assert stats.loss_hide < stats.loss_implant
+
+
+def attacker_hole_loss(model, pairs, protected, draws=16):
+    """Mean MSE to the primary target over attacker-like holes drawn from a generator the run never used."""
+    losses = []
+    for (image, mask), output in zip(pairs, protected):
+        x = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)[None].float() / 255
+        x_protected = torch.from_numpy(np.asarray(output).copy()).permute(2, 0, 1)[None].float() / 255
+        m = torch.from_numpy(mask)[None, None].float()
+        target = make_targets(x, "primary")
+        generator = torch.Generator().manual_seed(123)
+        for _ in range(draws):
+            hole = attacker_hole(m, generator)
+            with torch.no_grad():
+                edit = model.surrogate(x_protected, hole)
+            losses.append(float(((edit - target) ** 2 * hole).sum() / (hole.sum() * 3)))
+    return float(np.mean(losses))
+
+
+def test_mask_augmentation_steers_attacker_holes_and_keeps_batches_independent(model, model64):
+    pairs = [sample(i, size=(64, 64)) for i in range(4)]
+    images, masks = [p[0] for p in pairs], [p[1] for p in pairs]
+    plain = protect(images, masks, model=model, config=ProtectConfig(steps=20))
+    augmented = protect(images, masks, model=model, config=ProtectConfig(steps=20, augment_holes=4))
+    # Holes an attacker paints (jittered, boxed, partial) end nearer the target than without augmentation.
+    assert attacker_hole_loss(model, pairs, augmented.images) < 0.98 * attacker_hole_loss(model, pairs, plain.images)
+    # The augmented holes come from each image's own generator: a batch equals each image alone.
+    config = ProtectConfig(steps=3, augment_holes=2, batch_size=2)
+    together = protect(images[:2], masks[:2], model=model64, config=config)
+    for image, mask, batched in zip(images, masks, together.images):
+        alone = protect([image], [mask], model=model64, config=ProtectConfig(steps=3, augment_holes=2, batch_size=1))
+        assert np.array_equal(np.asarray(alone.images[0]), np.asarray(batched))
+    with pytest.raises(ValueError, match="augment_holes must be an integer in \\[0, 16\\], got -1"):
+        ProtectConfig(augment_holes=-1)
 
 
 def test_any_size_and_rgba_alpha_untouched(model):

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from rtb.masks import dilate, half, ring
+from rtb.masks import bbox_mask, bounding_box, dilate, half, partial_mask, ring  # noqa: F401 (re-exported)
 
 MALICIOUS = ("exact", "expanded", "partial", "bbox", "brush")
 BENIGN = ("ring-half", "elsewhere")
@@ -100,26 +100,6 @@ def check_region(m: torch.Tensor) -> None:
         raise ValueError(f"region must be 1×1×H×W, got shape {tuple(m.shape)}")
     if not bool((m > 0.5).any()):
         raise ValueError("region is empty: no protected pixel")
-
-
-def bounding_box(m: torch.Tensor) -> tuple[int, int, int, int]:
-    """``(top, left, bottom, right)`` of the region, inclusive."""
-    ys, xs = torch.nonzero(m[0, 0] > 0.5, as_tuple=True)
-    return int(ys.min()), int(xs.min()), int(ys.max()), int(xs.max())
-
-
-def bbox_mask(m: torch.Tensor) -> torch.Tensor:
-    """The filled bounding box of the region."""
-    top, left, bottom, right = bounding_box(m)
-    out = torch.zeros_like(m)
-    out[..., top : bottom + 1, left : right + 1] = 1
-    return out
-
-
-def partial_mask(m: torch.Tensor, cut: str, dilation: int = 17) -> torch.Tensor:
-    """Half ``cut`` of ``M`` ∪ the complementary half of ``M+``: exact on one side, 8 px too wide on the other."""
-    expanded = dilate(m, dilation)
-    return torch.maximum(half(m, cut), expanded - half(expanded, cut))
 
 
 def ring_half_mask(m: torch.Tensor, cut: str, dilation: int = 17) -> torch.Tensor:

@@ -5,7 +5,9 @@ For a protected region ``M`` with dilation ``M+`` and ring ``R = M+ − M``, fin
     L = w_i·MSE_M(F(x+δ, M), T) + w_e·MSE_{M+}(F(x+δ, M+), T) + w_h·MSE_R(F(x+δ, R), F(x, R))
 
 so that an edit whose hole covers M outputs the target T, while an edit of the ring behaves as on the
-clean image. Unlike the authors' scripts, a batch of images is optimised at once with per-sample losses
+clean image. With ``augment_holes = k > 0`` (mask augmentation, a lever the paper leaves open) every step
+also draws k attacker-like holes ``A`` per sample (:func:`rtb.masks.attacker_hole`) and adds
+``w_a·mean_k MSE_A(F(x+δ, A), T)``, so the trigger holds for the holes attackers actually paint. Unlike the authors' scripts, a batch of images is optimised at once with per-sample losses
 (the gradient of one image never depends on another), the three masked passes of a step run as one
 forward, and the constant clean ring edit ``F(x, R)`` is computed once (once per surrogate draw).
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from rtb.config import ProtectConfig
-from rtb.masks import dilate
+from rtb.masks import attacker_hole, dilate
 from rtb.methods.output import MethodOutput
 from rtb.targets import make_targets
 
@@ -45,25 +47,48 @@ def trigger_masks(m: torch.Tensor, config: ProtectConfig) -> tuple[torch.Tensor,
     return m, expanded, expanded - m
 
 
-def rtb_losses(inpainter, x_adv, holes, weights, targets, clean_ring, noise) -> dict[str, torch.Tensor]:
-    """The three per-sample loss terms of one step, from a single batched forward of ``3N`` images."""
+def rtb_losses(inpainter, x_adv, holes, weights, targets, clean_ring, noise, augmented=()) -> dict[str, torch.Tensor]:
+    """The per-sample loss terms of one step, from a single batched forward of ``(3 + k)·N`` images.
+
+    ``augmented`` is a list of ``k`` (hole, loss-space weight) pairs of ``N×1×H×W`` tensors; with ``k > 0``
+    the result has an ``augment`` term, the mean implant loss over them.
+    """
     n = x_adv.shape[0]
-    out = inpainter.surrogate(torch.cat([x_adv] * 3), torch.cat(holes), repeat_noise(noise, 3))
-    implant_out, expanded_out, ring_out = out[:n], out[n : 2 * n], out[2 * n :]
-    return {
+    all_holes = list(holes) + [hole for hole, _ in augmented]
+    passes = len(all_holes)
+    out = inpainter.surrogate(torch.cat([x_adv] * passes), torch.cat(all_holes), repeat_noise(noise, passes))
+    implant_out, expanded_out, ring_out = out[:n], out[n : 2 * n], out[2 * n : 3 * n]
+    losses = {
         "implant": masked_mse(implant_out, targets, weights[0]),
         "expanded": masked_mse(expanded_out, targets, weights[1]),
         "hide": masked_mse(ring_out, clean_ring, weights[2]),
     }
+    if augmented:
+        losses["augment"] = torch.stack([
+            masked_mse(out[(3 + k) * n : (4 + k) * n], targets, weight) for k, (_, weight) in enumerate(augmented)
+        ]).mean(dim=0)
+    return losses
+
+
+def draw_augmented(inpainter, m, config: ProtectConfig, generators) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``config.augment_holes`` attacker-like holes per sample, each drawn from the sample's own generator."""
+    augmented = []
+    for _ in range(config.augment_holes):
+        hole = torch.cat([attacker_hole(m[i : i + 1], g, config.dilation) for i, g in enumerate(generators)])
+        augmented.append((hole, inpainter.mask_to_loss_space(hole)))
+    return augmented
 
 
 def total_loss(losses: dict[str, torch.Tensor], config: ProtectConfig) -> torch.Tensor:
-    """``w_i·implant + w_e·expanded + w_h·hide`` per sample."""
-    return (
+    """``w_i·implant + w_e·expanded + w_h·hide`` (``+ w_a·augment`` when present) per sample."""
+    total = (
         config.implant_weight * losses["implant"]
         + config.expanded_weight * losses["expanded"]
         + config.hide_weight * losses["hide"]
     )
+    if "augment" in losses:
+        total = total + config.augment_weight * losses["augment"]
+    return total
 
 
 def prepare(inpainter, x, m, config, generators, custom_targets=None):
@@ -89,7 +114,7 @@ def run(inpainter, x, m, config: ProtectConfig, generators: list[torch.Generator
         inpainter: an :class:`~rtb.inpainters.base.Inpainter`.
         x: ``N×3×H×W`` images in [0, 1] on ``inpainter.device``.
         m: ``N×1×H×W`` protected regions (1 = protected).
-        config: the run's settings (ε, steps, lr, betas, weights, dilation, target, draws).
+        config: the run's settings (ε, steps, lr, betas, weights, dilation, target, draws, augmentation).
         generators: one generator per sample, the only source of its randomness.
         custom_targets: target images for ``config.target == "custom"``.
 
@@ -110,11 +135,13 @@ def run(inpainter, x, m, config: ProtectConfig, generators: list[torch.Generator
     delta.requires_grad_(True)
     optimizer = torch.optim.Adam([delta], lr=config.lr, betas=config.betas, eps=ADAM_EPS)
 
-    # 3. Optimise: one batched forward of the three holes per step, per-sample losses summed.
+    # 3. Optimise: one batched forward of the three holes (and any augmented holes, drawn afresh each
+    #    step) per step, per-sample losses summed.
     history = torch.zeros(steps, x.shape[0], dtype=x.dtype)
     for step in range(steps):
         noise, clean_ring = draws[step % len(draws)]
-        losses = rtb_losses(inpainter, x + delta, holes, weights, targets, clean_ring, noise)
+        augmented = draw_augmented(inpainter, m, config, generators)
+        losses = rtb_losses(inpainter, x + delta, holes, weights, targets, clean_ring, noise, augmented)
         total = total_loss(losses, config)
         history[step] = total.detach().cpu()
         optimizer.zero_grad(set_to_none=True)
