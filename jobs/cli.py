@@ -29,14 +29,17 @@ def cli() -> None:
 @click.option("--run-id", default=None, help="Run id [default: UTC timestamp]. Reusing one replaces that run.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--limit", type=int, default=None, help="Process only the first N rows.")
+@click.option("--augment-holes", type=click.IntRange(0, 16), default=0, show_default=True,
+              help="rtb: attacker-like holes added to the loss per image and step (mask augmentation).")
 def protect_command(input_uri, output_uri, model, method, eps, steps, batch_size, actors, gpus_per_actor, fmt,
-                    s3_endpoint, run_id, seed, limit) -> None:
+                    s3_endpoint, run_id, seed, limit, augment_holes) -> None:
     """Protect every image of a catalog; write protected PNGs, metrics, errors and a run manifest."""
     from jobs.protect import JobError, one_line, run, summary_line
 
     config = JobConfig(input=input_uri, output=output_uri, model=model, method=method, eps=eps, steps=steps,
                        batch_size=batch_size, actors=actors, gpus_per_actor=gpus_per_actor, format=fmt,
-                       s3_endpoint=s3_endpoint, run_id=run_id, seed=seed, limit=limit)
+                       s3_endpoint=s3_endpoint, run_id=run_id, seed=seed, limit=limit,
+                       augment_holes=augment_holes)
     try:
         manifest = run(config)
     except JobError as error:

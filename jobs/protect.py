@@ -108,6 +108,9 @@ class JobConfig:
     run_id: str | None = None
     # Base seed of the optimizer (per-image seeds derive from it and the image content).
     seed: int = 0
+    # rtb only: attacker-like holes added to the loss per image and step (mask augmentation; 0 = the paper's
+    # losses). Each costs one more forward per step; see docs/efficacy.md for what it buys.
+    augment_holes: int = 0
     # Process only the first N rows of the input (in file order); None = all.
     limit: int | None = None
     # Seconds without any block moving before Ray Data gives up (its default of 30 min is short for a
@@ -330,7 +333,7 @@ class Protector:
     """
 
     def __init__(self, model: str = "reference", method: str = "rtb", eps: float | None = None,
-                 steps: int | None = None, seed: int = 0, batch_size: int = 8,
+                 steps: int | None = None, seed: int = 0, batch_size: int = 8, augment_holes: int = 0,
                  storage_options: dict | None = None, threads: int | None = None, device: str | None = None):
         import torch
 
@@ -342,7 +345,8 @@ class Protector:
         # 2. Load the model once per actor (a restart reruns this).
         self.inpainter = load_inpainter(model, device=device, storage_options=storage_options)
         self.method = method
-        self.config = ProtectConfig(eps=eps, steps=steps, batch_size=batch_size, seed=seed)
+        self.config = ProtectConfig(eps=eps, steps=steps, batch_size=batch_size, seed=seed,
+                                    augment_holes=augment_holes)
         self.config_hash = config_hash(self.config, method)
 
     def _protect(self, rows: list[dict]):
@@ -662,6 +666,7 @@ def run(config: JobConfig) -> dict:
                 "steps": config.steps,
                 "seed": config.seed,
                 "batch_size": config.batch_size,
+                "augment_holes": config.augment_holes,
                 "storage_options": storage_options_for(config.model, config.s3_endpoint),
                 "threads": threads,
                 "device": "cuda" if gpus else "cpu",
@@ -710,7 +715,8 @@ def build_manifest(config: JobConfig, resolved: dict, counts: dict, fingerprints
     from rtb.protect import resolved_budget
 
     started, ready, finished = times
-    protect_config = ProtectConfig(eps=config.eps, steps=config.steps, batch_size=config.batch_size, seed=config.seed)
+    protect_config = ProtectConfig(eps=config.eps, steps=config.steps, batch_size=config.batch_size, seed=config.seed,
+                                   augment_holes=config.augment_holes)
     eps, steps = resolved_budget(config.method, protect_config)
     wall, pipeline = finished - started, finished - ready
     return {

@@ -92,8 +92,9 @@ def test_webdataset_catalog_on_s3_with_limit(s3_bucket, tiny_model):
                     archive.addfile(info, io.BytesIO(payload))
         fs.pipe_file(f"{bucket}/wds/shard-{shard:03d}.tar", buffer.getvalue())
     manifest = run(JobConfig(input=f"s3://{bucket}/wds", output=f"s3://{bucket}/out", model=tiny_model,
-                             steps=2, batch_size=2, run_id="wds", limit=3))
+                             steps=2, batch_size=2, run_id="wds", limit=3, augment_holes=2))
     assert manifest["format"] == "webdataset"
+    assert manifest["protect_config"]["augment_holes"] == 2  # the lever reaches the actors' config
     check_protected(fs, f"{bucket}/out", rows[:3], manifest, "wds")
 
 
@@ -195,4 +196,6 @@ def test_cli_refuses_bad_arguments_and_missing_input(tmp_path, tiny_model):
     assert vae.exit_code == 2 and "needs a diffusers model directory" in vae.output
     method = runner.invoke(cli, ["protect", "--input", "x", "--output", "y", "--method", "magic"])
     assert method.exit_code == 2 and "magic" in method.output
+    augment = runner.invoke(cli, ["protect", "--input", "x", "--output", "y", "--augment-holes", "17"])
+    assert augment.exit_code == 2 and "--augment-holes" in augment.output and "17" in augment.output
     assert not (tmp_path / "o").exists()
