@@ -36,9 +36,11 @@ VARIANTS = {
     "defaults": ({}, "primary"),
     "steps50": ({"steps": 50}, "primary"),
     "pgd50": ({"steps": 50, "lr": 0.005}, "primary"),  # small steps (ε/5) instead of the paper's saturating 4ε
+    "pgd200": ({"steps": 200, "lr": 0.005}, "primary"),
     "hide4": ({"hide_weight": 4.0}, "primary"),
     "implant2": ({"implant_weight": 2.0, "expanded_weight": 2.0}, "primary"),
     "invert": ({"target": "invert"}, "invert"),
+    "gray": ({"target": "gray"}, "gray"),
     # mask augmentation: attacker-like holes (jittered contour, grown bbox, partial halves) each step
     "augment2": ({"augment_holes": 2}, "primary"),
     "augment4": ({"augment_holes": 4}, "primary"),

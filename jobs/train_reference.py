@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--procedural-count", type=int, default=DataConfig.procedural_count)
     parser.add_argument("--log-every", type=int, default=TrainConfig.log_every)
     parser.add_argument("--threads", type=int, default=TrainConfig.threads, help="CPU threads (part of the recipe)")
+    parser.add_argument("--no-prior", action="store_true",
+                        help="train the plain variant: no push-pull prior input, the fill predicted directly")
     parser.add_argument("--heldout-size", type=int, default=256, help="side of the held-out images (progress only)")
     parser.add_argument("--heldout-procedural", type=int, default=8, help="procedural held-out images (progress only)")
     args = parser.parse_args(argv)
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         log_every=args.log_every,
     )
     data = DataConfig(procedural_count=args.procedural_count)
-    model_config = ReferenceConfig()
+    model_config = ReferenceConfig(prior=not args.no_prior)
     torch.set_num_threads(train.threads)
     # torch.use_deterministic_algorithms(True) is left off: on CPU it makes a step ~8x slower (pooling and
     # bilinear-upsampling backward fall back to serial kernels), and with a fixed thread count the CPU kernels

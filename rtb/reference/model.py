@@ -28,6 +28,10 @@ class ReferenceConfig:
     bottleneck_dilations: tuple[int, ...] = (1, 2, 4)
     # Slope of the LeakyReLU activations.
     negative_slope: float = 0.1
+    # Feed the push-pull fill as an input and predict a residual over it (the shipped model). False: the
+    # network sees only the known pixels and the mask and predicts the fill itself (a LaMa-like plain
+    # inpainter; the steerability experiment of docs/efficacy.md).
+    prior: bool = True
 
     @property
     def size_multiple(self) -> int:
@@ -43,6 +47,7 @@ class ReferenceConfig:
             widths=tuple(int(w) for w in data["widths"]),
             bottleneck_dilations=tuple(int(d) for d in data["bottleneck_dilations"]),
             negative_slope=float(data["negative_slope"]),
+            prior=bool(data.get("prior", True)),
         )
 
 
@@ -100,8 +105,8 @@ class ReferenceNet(nn.Module):
         c0, c1, c2, c3 = config.widths
         slope = config.negative_slope
         self.act = nn.LeakyReLU(slope)
-        # Encoder: known image (3) + mask (1) + push-pull prior (3), 2x2 unshuffled -> 28 channels.
-        self.stem = _conv(7 * 4, c0)
+        # Encoder: known image (3) + mask (1) [+ push-pull prior (3)], 2x2 unshuffled -> 28 (16) channels.
+        self.stem = _conv((7 if config.prior else 4) * 4, c0)
         self.enc0 = _conv(c0, c0)
         self.down1 = _conv(c0, c1, stride=2)
         self.enc1 = _conv(c1, c1)
@@ -122,10 +127,14 @@ class ReferenceNet(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-        # 1. Inputs: the known pixels, the mask and the push-pull prior.
+        # 1. Inputs: the known pixels, the mask and (by default) the push-pull prior.
         known = x * (1.0 - m)
-        prior = push_pull_fill(known, m)
-        h = F.pixel_unshuffle(torch.cat([known, m, prior], dim=1), 2)
+        if self.config.prior:
+            prior = push_pull_fill(known, m)
+            h = F.pixel_unshuffle(torch.cat([known, m, prior], dim=1), 2)
+        else:
+            prior = torch.zeros_like(known)
+            h = F.pixel_unshuffle(torch.cat([known, m], dim=1), 2)
         # 2. Encoder.
         s0 = self.act(self.enc0(self.act(self.stem(h))))
         s1 = self.act(self.enc1(self.act(self.down1(s0))))
@@ -138,7 +147,7 @@ class ReferenceNet(nn.Module):
         h = self.act(self.dec2(self.act(self._up(self.proj2, h, s2) + s2)))
         h = self.act(self.dec1(self.act(self._up(self.proj1, h, s1) + s1)))
         h = self.act(self.dec0(self.act(self._up(self.proj0, h, s0) + s0)))
-        # 5. Residual over the prior at full resolution.
+        # 5. Residual over the prior (or the fill itself without one) at full resolution.
         return prior + F.pixel_shuffle(self.head(h), 2)
 
     @staticmethod

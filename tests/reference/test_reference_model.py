@@ -146,12 +146,17 @@ def test_masks_and_data_are_seeded_and_in_range():
     assert not set(HELDOUT_SKIMAGE) & set(TRAIN_SKIMAGE)
 
 
-def test_training_job_runs_end_to_end(tmp_path):
+@pytest.mark.parametrize("variant", [[], ["--no-prior"]], ids=["prior", "no-prior"])
+def test_training_job_runs_end_to_end(tmp_path, variant):
     from jobs.train_reference import main
 
     output = tmp_path / "tiny.safetensors"
     argv = ["--steps", "1", "--batch", "1", "--procedural-count", "2", "--heldout-size", "64", "--threads", "1"]
-    assert main(argv + ["--heldout-procedural", "1", "--output", str(output)]) == 0
+    assert main(argv + variant + ["--heldout-procedural", "1", "--output", str(output)]) == 0
     record = json.loads(output.with_suffix(".json").read_text())
-    assert record["train"]["steps"] == 1
-    assert load_reference(output).fingerprint == fingerprint(output)
+    assert record["train"]["steps"] == 1 and record["model"]["prior"] is not bool(variant)
+    loaded = load_reference(output)
+    assert loaded.fingerprint == fingerprint(output)
+    # The variant travels in the weights' metadata: the loader rebuilds the same architecture.
+    assert loaded.net.config.prior is not bool(variant)
+    assert loaded.net.stem.in_channels == (16 if variant else 28)
