@@ -92,7 +92,11 @@ def attacker_hole(m: torch.Tensor, generator: torch.Generator, dilation: int = 1
       the region's shorter side (and at most ``dilation // 4``), so the hole still covers most of M;
     - ``bbox``: the region's bounding box grown by 0 to ``dilation // 2`` pixels per side;
     - ``partial``: half of M ∪ the complementary half of ``M+``, cut along a random one of :data:`HALF_CUTS`.
+
+    An empty mask comes back unchanged.
     """
+    if not bool((m > 0.5).any()):
+        return m
     reach = dilation // 2
     pick = lambda high: int(torch.randint(high, (1,), generator=generator, device=generator.device))  # noqa: E731
     shape = ATTACKER_SHAPES[pick(len(ATTACKER_SHAPES))]

@@ -71,3 +71,8 @@ def test_attacker_holes_cover_the_region_like_an_attacker_and_follow_the_generat
     assert {"grown", "inside"} <= kinds  # contours moved out (jitter, bbox, partial) and in (jitter)
     assert all(torch.equal(a, b) for a, b in zip(holes, draw(5)))  # the same generator state, the same holes
     assert not all(torch.equal(a, b) for a, b in zip(holes, draw(6)))
+
+
+def test_attacker_hole_of_an_empty_mask_is_empty():
+    m = torch.zeros(1, 1, 16, 16)
+    assert torch.equal(attacker_hole(m, torch.Generator().manual_seed(0)), m)

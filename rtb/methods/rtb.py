@@ -7,9 +7,11 @@ For a protected region ``M`` with dilation ``M+`` and ring ``R = M+ − M``, fin
 so that an edit whose hole covers M outputs the target T, while an edit of the ring behaves as on the
 clean image. With ``augment_holes = k > 0`` (mask augmentation, a lever the paper leaves open) every step
 also draws k attacker-like holes ``A`` per sample (:func:`rtb.masks.attacker_hole`) and adds
-``w_a·mean_k MSE_A(F(x+δ, A), T)``, so the trigger holds for the holes attackers actually paint. Unlike the authors' scripts, a batch of images is optimised at once with per-sample losses
-(the gradient of one image never depends on another), the three masked passes of a step run as one
-forward, and the constant clean ring edit ``F(x, R)`` is computed once (once per surrogate draw).
+``w_a·mean_k MSE_A(F(x+δ, A), T)``, so the trigger holds for the holes attackers actually paint.
+
+Unlike the authors' scripts, a batch of images is optimised at once with per-sample losses (the gradient
+of one image never depends on another), the masked passes of a step run as one forward, and the constant
+clean ring edit ``F(x, R)`` is computed once (once per surrogate draw).
 """
 
 from __future__ import annotations
