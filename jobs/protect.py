@@ -147,6 +147,8 @@ def check_config(config: JobConfig) -> None:
         raise ValueError(f"--gpus-per-actor above 1 must be a whole number, got {config.gpus_per_actor}")
     if config.limit is not None and config.limit < 1:
         raise ValueError(f"--limit must be at least 1, got {config.limit}")
+    if not (isinstance(config.augment_holes, int) and 0 <= config.augment_holes <= 16):
+        raise ValueError(f"--augment-holes must be an integer in [0, 16], got {config.augment_holes!r}")
     if config.run_id is not None:
         try:
             catalog.check_id(config.run_id)

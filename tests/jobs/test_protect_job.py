@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from jobs.protect import JobConfig, run
+from jobs.protect import JobConfig, JobError, run
 from rtb import catalog
 from rtb.catalog import ERRORS_SCHEMA, METRICS_SCHEMA
 from tests.jobs.conftest import EPS, LEVELS, good_rows, make_image, make_mask, png
@@ -198,4 +198,6 @@ def test_cli_refuses_bad_arguments_and_missing_input(tmp_path, tiny_model):
     assert method.exit_code == 2 and "magic" in method.output
     augment = runner.invoke(cli, ["protect", "--input", "x", "--output", "y", "--augment-holes", "17"])
     assert augment.exit_code == 2 and "--augment-holes" in augment.output and "17" in augment.output
+    with pytest.raises(JobError, match="--augment-holes must be an integer in \\[0, 16\\], got -1"):
+        run(JobConfig(input=str(tmp_path / "in"), output=str(tmp_path / "o"), augment_holes=-1))
     assert not (tmp_path / "o").exists()
