@@ -12,14 +12,19 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 
 # Smallest side we protect: SSIM's 11-pixel window and the 17-pixel dilation need room.
 MIN_SIDE = 16
 
 
 def decode_image(data: bytes) -> Image.Image:
-    """Decode PNG/JPEG/WebP/... bytes into a loaded PIL image; ``ValueError`` when they are not an image."""
+    """Decode PNG/JPEG/WebP/... bytes into a loaded PIL image; ``ValueError`` when they are not an image.
+
+    The EXIF orientation is applied (``ImageOps.exif_transpose``): the pixels come back as a viewer displays
+    them, so a mask drawn on the displayed photo lines up with them, and the protected image is written
+    upright (the EXIF orientation tag is not carried over).
+    """
     if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) == 0:
         raise ValueError("image bytes are empty or missing")
     try:
@@ -31,7 +36,11 @@ def decode_image(data: bytes) -> Image.Image:
         raise ValueError(
             f"image bytes are not a decodable image ({len(data)} bytes starting {bytes(data[:8])!r}: {error})"
         ) from None
-    return image
+    try:
+        upright = ImageOps.exif_transpose(image)
+    except Exception as error:  # a corrupt EXIF block: same contract as corrupt pixels
+        raise ValueError(f"image has an unreadable EXIF orientation: {error}") from None
+    return upright if upright is not None else image
 
 
 def decode_mask(data: bytes) -> np.ndarray:

@@ -55,3 +55,27 @@ def test_quantize_rounds_and_bounds():
     assert (quantize(x, delta, 0.025) == 101).all()
     delta = torch.full_like(x, 0.5)  # far outside the budget: clipped to ⌈0.025·255⌉ = 7 levels
     assert (quantize(x, delta, 0.025) == 107).all()
+
+
+def rotated_jpeg(stored: Image.Image, orientation: int) -> bytes:
+    """JPEG bytes of ``stored`` with an EXIF orientation tag (what phone cameras write)."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    stored.save(buffer, format="JPEG", quality=95, exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+def test_decode_applies_the_exif_orientation():
+    # Stored 40 wide × 30 high with a red block at the stored top-left; orientation 6 = displayed rotated
+    # 90° clockwise: 30 wide × 40 high, the block at the displayed top-right.
+    stored = np.zeros((30, 40, 3), np.uint8)
+    stored[:10, :10] = (255, 0, 0)
+    image = decode_image(rotated_jpeg(Image.fromarray(stored), 6))
+    assert image.size == (30, 40)
+    pixels = np.asarray(image.convert("RGB")).astype(int)
+    assert pixels[:10, -10:, 0].mean() > 200 and pixels[:10, -10:, 1].mean() < 60
+    assert pixels[-10:, :10, 0].mean() < 60
+    # No orientation tag: the pixels as stored.
+    plain = decode_image(rotated_jpeg(Image.fromarray(stored), 1))
+    assert plain.size == (40, 30)
