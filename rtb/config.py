@@ -7,6 +7,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from rtb.transforms import Transform, format_transforms, parse_eot
+
 TARGETS = ("primary", "gray", "invert", "custom")
 
 
@@ -38,6 +40,11 @@ class ProtectConfig:
     augment_holes: int = 0
     # Weight of the mean implant loss over the augmented holes (w_a in L = ... + w_a·mean_k MSE_{A_k}).
     augment_weight: float = 1.0
+    # Expectation over transformation: each step, every sample's x + δ goes through one of these
+    # transformations (drawn from the sample's own generator, its value uniform in the range) before the
+    # editor, so the protection survives them (rtb.transforms: jpeg:LOW-HIGH, resize:LOW-HIGH, blur:LOW-HIGH,
+    # none). A string "jpeg:60-95,resize:0.5-1.0" is parsed into the tuple. () = no EOT (the paper's method).
+    eot: tuple[Transform, ...] = ()
     # Upper end of the uniform δ initialisation, δ ~ U[0, init_high] (the paper's 0.01).
     init_high: float = 0.01
     # What a malicious edit should output: "primary" (pure R, G or B farthest from the mean colour),
@@ -57,6 +64,7 @@ class ProtectConfig:
     max_mask_fraction: float = 0.9
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "eot", parse_eot(self.eot))
         if self.eps is not None and not (0.0 < self.eps <= 64.0):
             raise ValueError(f"eps must be positive (and at most 64), got {self.eps!r}")
         if self.steps is not None and not (isinstance(self.steps, int) and self.steps >= 0):
@@ -78,6 +86,13 @@ class ProtectConfig:
 
 
 def config_hash(config: ProtectConfig, method: str) -> str:
-    """sha256 (hex) of the method name and every config field: equal hashes mean equal settings."""
+    """sha256 (hex) of the method name and every config field: equal hashes mean equal settings.
+
+    ``eot`` enters as its canonical string and only when set, so configs without EOT keep the hashes they
+    had before the field existed.
+    """
     payload = {"method": method, **dataclasses.asdict(config)}
+    payload.pop("eot")
+    if config.eot:
+        payload["eot"] = format_transforms(config.eot)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()

@@ -9,6 +9,11 @@ clean image. With ``augment_holes = k > 0`` (mask augmentation, a lever the pape
 also draws k attacker-like holes ``A`` per sample (:func:`rtb.masks.attacker_hole`) and adds
 ``w_a·mean_k MSE_A(F(x+δ, A), T)``, so the trigger holds for the holes attackers actually paint.
 
+With ``eot`` set (expectation over transformation, :mod:`rtb.transforms`) every step also draws one
+transformation ``t`` per sample (a differentiable JPEG at a random quality, a down-and-up resize at a random
+scale, a light blur, or none) and optimises ``L`` with ``x+δ`` replaced by ``t(x+δ)`` and the clean ring
+edit by ``F(t(x), R)``, so the trigger survives the re-encoding and resizing an image meets before the edit.
+
 Unlike the authors' scripts, a batch of images is optimised at once with per-sample losses (the gradient
 of one image never depends on another), the masked passes of a step run as one forward, and the constant
 clean ring edit ``F(x, R)`` is computed once (once per surrogate draw).
@@ -22,6 +27,7 @@ from rtb.config import ProtectConfig
 from rtb.masks import attacker_hole, dilate
 from rtb.methods.output import MethodOutput
 from rtb.targets import make_targets
+from rtb.transforms import apply_eot_batch, draw_eot
 
 DEFAULT_EPS = 0.025
 DEFAULT_STEPS = 20
@@ -116,7 +122,7 @@ def run(inpainter, x, m, config: ProtectConfig, generators: list[torch.Generator
         inpainter: an :class:`~rtb.inpainters.base.Inpainter`.
         x: ``N×3×H×W`` images in [0, 1] on ``inpainter.device``.
         m: ``N×1×H×W`` protected regions (1 = protected).
-        config: the run's settings (ε, steps, lr, betas, weights, dilation, target, draws, augmentation).
+        config: the run's settings (ε, steps, lr, betas, weights, dilation, target, draws, augmentation, EOT).
         generators: one generator per sample, the only source of its randomness.
         custom_targets: target images for ``config.target == "custom"``.
 
@@ -138,12 +144,19 @@ def run(inpainter, x, m, config: ProtectConfig, generators: list[torch.Generator
     optimizer = torch.optim.Adam([delta], lr=config.lr, betas=config.betas, eps=ADAM_EPS)
 
     # 3. Optimise: one batched forward of the three holes (and any augmented holes, drawn afresh each
-    #    step) per step, per-sample losses summed.
+    #    step) per step, per-sample losses summed. With EOT each sample's x + δ first goes through its own
+    #    transformation of the step, and the ring is held to the clean edit of the same transformation.
     history = torch.zeros(steps, x.shape[0], dtype=x.dtype)
     for step in range(steps):
         noise, clean_ring = draws[step % len(draws)]
         augmented = draw_augmented(inpainter, m, config, generators)
-        losses = rtb_losses(inpainter, x + delta, holes, weights, targets, clean_ring, noise, augmented)
+        x_adv = x + delta
+        if config.eot:
+            picks = [draw_eot(config.eot, g) for g in generators]
+            x_adv = apply_eot_batch(x_adv, picks)
+            with torch.no_grad():
+                clean_ring = inpainter.surrogate(apply_eot_batch(x, picks), holes[2], noise)
+        losses = rtb_losses(inpainter, x_adv, holes, weights, targets, clean_ring, noise, augmented)
         total = total_loss(losses, config)
         history[step] = total.detach().cpu()
         optimizer.zero_grad(set_to_none=True)
