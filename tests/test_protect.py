@@ -196,3 +196,53 @@ def test_bad_settings_are_refused(model):
         protect([image], [mask], model=model, method="photoguard-encoder")
     with pytest.raises(ValueError, match="model must be 'reference'"):
         protect([image], [mask], model=123)
+
+
+EOT = "jpeg:60-95,resize:0.5-1.0,blur:0.5-1.0,none"
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_eot_keeps_the_bound_determinism_and_batch_independence(model, model64):
+    pairs = [sample(i) for i in range(3)]
+    images, masks = [p[0] for p in pairs], [p[1] for p in pairs]
+    config = ProtectConfig(eps=0.025, steps=6, eot=EOT, batch_size=3)
+    # 1. The L∞ bound holds on the 8-bit PNG (the transformations act inside the loss only).
+    result = protect(images, masks, model=model, config=config)
+    for image, protected in zip(images, result.images):
+        diff = np.abs(png_round_trip(protected).astype(int) - np.asarray(image).astype(int))
+        assert math.ceil(0.025 * 255) - 1 <= diff.max() <= math.ceil(0.025 * 255)
+    # 2. Same inputs and seed: same bytes, global RNG untouched; EOT changes the result.
+    before = torch.random.get_rng_state()
+    again = protect(images, masks, model=model, config=config)
+    assert torch.equal(before, torch.random.get_rng_state())
+    assert [im.tobytes() for im in again.images] == [im.tobytes() for im in result.images]
+    plain = protect(images, masks, model=model, config=ProtectConfig(eps=0.025, steps=6, batch_size=3))
+    assert plain.images[0].tobytes() != result.images[0].tobytes()
+    # 3. Each sample's transformation comes from its own generator: a batch equals each image alone.
+    together = protect(images, masks, model=model64, config=config)
+    for image, mask, batched in zip(images, masks, together.images):
+        alone = protect([image], [mask], model=model64, config=ProtectConfig(eps=0.025, steps=6, eot=EOT, batch_size=1))
+        assert np.array_equal(np.asarray(alone.images[0]), np.asarray(batched))
+
+
+def test_eot_is_parsed_validated_and_part_of_the_config_hash():
+    from rtb import config_hash
+    from rtb.transforms import Transform
+
+    config = ProtectConfig(eot="jpeg:60-95, resize:0.5-1.0")
+    assert config.eot == (Transform("jpeg", 60.0, 95.0), Transform("resize", 0.5, 1.0))
+    assert ProtectConfig(eot=list(config.eot)) == config
+    assert ProtectConfig(eot=dataclasses_asdict(config)["eot"]) == config  # a config read back from JSON
+    assert config_hash(config, "rtb") != config_hash(ProtectConfig(), "rtb")
+    assert config_hash(config, "rtb") != config_hash(ProtectConfig(eot="jpeg:60-90,resize:0.5-1.0"), "rtb")
+    assert config_hash(ProtectConfig(eot=""), "rtb") == config_hash(ProtectConfig(), "rtb")
+    with pytest.raises(ValueError, match="eot transform 'webp:80': webp has no differentiable version"):
+        ProtectConfig(eot="webp:80")
+    with pytest.raises(ValueError, match="unknown transform 'crop:0.5'"):
+        ProtectConfig(eot="jpeg:70,crop:0.5")
+
+
+def dataclasses_asdict(config):
+    import dataclasses
+
+    return dataclasses.asdict(config)
