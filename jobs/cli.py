@@ -1,4 +1,5 @@
-"""The ``rtb`` command line: ``rtb protect`` (the Ray Data job), ``rtb shard`` (pairs → Parquet), ``rtb evaluate``."""
+"""The ``rtb`` command line: ``rtb protect`` (the Ray Data job), ``rtb runs``, ``rtb shard`` (pairs → Parquet),
+``rtb evaluate`` and ``rtb check-editor``. Each command lives with its job; this module only gathers them."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import sys
 
 import click
 
-from jobs.protect import METHODS, JobConfig
+from jobs.evaluate import evaluate
+from jobs.protect import protect_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -14,41 +16,21 @@ def cli() -> None:
     """Protect image catalogs against malicious inpainting."""
 
 
-@cli.command("protect")
-@click.option("--input", "input_uri", required=True, help="Catalog URI (/path, file://, s3://, memory://).")
-@click.option("--output", "output_uri", required=True, help="Output prefix (images/, metrics/, errors/, runs/).")
-@click.option("--model", default="reference", show_default=True, help="reference | DIR | URI | FILE.pt")
-@click.option("--method", type=click.Choice(METHODS), default="rtb", show_default=True)
-@click.option("--eps", type=float, default=None, help="Perturbation budget [default: the method's, rtb 0.025].")
-@click.option("--steps", type=int, default=None, help="Optimisation steps [default: the method's, rtb 20].")
-@click.option("--batch-size", type=int, default=8, show_default=True, help="Images per optimizer batch.")
-@click.option("--actors", type=int, default=None, help="Actor pool size [default: one per GPU, else 1].")
-@click.option("--gpus-per-actor", type=float, default=None, help="GPUs per actor, may be fractional [default: 1 if the cluster has GPUs, else 0].")
-@click.option("--format", "fmt", type=click.Choice(["auto", "parquet", "webdataset", "pairs"]), default="auto", show_default=True)
+@cli.command("runs")
+@click.option("--output", "output_uri", required=True, help="Output prefix of protect runs.")
 @click.option("--s3-endpoint", default=None, help="S3-compatible endpoint URL [default: $AWS_ENDPOINT_URL].")
-@click.option("--run-id", default=None, help="Run id [default: UTC timestamp]. Reusing one replaces that run.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--limit", type=int, default=None, help="Process only the first N rows.")
-@click.option("--augment-holes", type=click.IntRange(0, 16), default=0, show_default=True,
-              help="rtb: attacker-like holes added to the loss per image and step (mask augmentation).")
-def protect_command(input_uri, output_uri, model, method, eps, steps, batch_size, actors, gpus_per_actor, fmt,
-                    s3_endpoint, run_id, seed, limit, augment_holes) -> None:
-    """Protect every image of a catalog; write protected PNGs, metrics, errors and a run manifest."""
-    from jobs.protect import JobError, one_line, run, summary_line
+def runs_command(output_uri, s3_endpoint) -> None:
+    """List the runs in an output prefix, newest first (incomplete ones included)."""
+    from jobs.manifest import format_runs, list_runs
+    from jobs.storage import storage_options_for
 
-    config = JobConfig(input=input_uri, output=output_uri, model=model, method=method, eps=eps, steps=steps,
-                       batch_size=batch_size, actors=actors, gpus_per_actor=gpus_per_actor, format=fmt,
-                       s3_endpoint=s3_endpoint, run_id=run_id, seed=seed, limit=limit,
-                       augment_holes=augment_holes)
     try:
-        manifest = run(config)
-    except JobError as error:
-        click.echo(f"rtb protect: error: {error}", err=True)
+        runs = list_runs(output_uri, storage_options_for(output_uri, s3_endpoint))
+    except (ValueError, OSError) as error:
+        click.echo(f"rtb runs: error: cannot list {output_uri!r}: {error}", err=True)
         sys.exit(2)
-    except Exception as error:  # noqa: BLE001 - Ray wraps actor/model failures; show the reason, not a traceback
-        click.echo(f"rtb protect: error: the job failed: {one_line(error)}", err=True)
-        sys.exit(2)
-    click.echo(summary_line(manifest))
+    for line in format_runs(runs):
+        click.echo(line)
 
 
 @cli.command("shard")
@@ -68,14 +50,8 @@ def shard_command(input_uri, output_uri, rows_per_shard, s3_endpoint) -> None:
     click.echo(f"rtb shard: wrote {len(written)} shard(s) under {output_uri}")
 
 
-def _add_evaluate() -> None:
-    """``rtb evaluate`` lives with its job in jobs/evaluate.py."""
-    from jobs.evaluate import evaluate
-
-    cli.add_command(evaluate)
-
-
-_add_evaluate()
+cli.add_command(protect_command)
+cli.add_command(evaluate)
 
 
 def main(argv: list[str] | None = None) -> None:

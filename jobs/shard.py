@@ -26,7 +26,7 @@ def pair_rows(input_uri: str, storage_options: dict) -> Iterator[dict]:
 
 def shard(input_uri: str, output_uri: str, rows_per_shard: int = 1000, s3_endpoint: str | None = None) -> list[str]:
     """Write the pairs under ``input_uri`` as ``part-NNNNN.parquet`` under ``output_uri``; returns the URIs."""
-    from jobs.protect import storage_options_for
+    from jobs.storage import storage_options_for
 
     # 1. Check inputs.
     if rows_per_shard < 1:

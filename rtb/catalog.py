@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import posixpath
 import re
 import tarfile
+import uuid
 from collections.abc import Iterable, Iterator
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -50,6 +53,10 @@ METRICS_SCHEMA = pa.schema(
         ("model_fingerprint", pa.string()),
         ("config_hash", pa.string()),
         ("source_sha256", pa.string()),
+        ("mask_sha256", pa.string()),
+        # sha256 of the image bytes, the mask bytes, the config hash and the model fingerprint: the id's
+        # protection is current while its catalog row still has this key (incremental runs skip it).
+        ("content_key", pa.string()),
         ("protected_path", pa.string()),
         ("protected_sha256", pa.string()),
         ("width", pa.int32()),
@@ -71,6 +78,17 @@ METRICS_SCHEMA = pa.schema(
 
 ERRORS_SCHEMA = pa.schema(
     [("id", pa.string()), ("run_id", pa.string()), ("stage", pa.string()), ("error", pa.string())]
+)
+
+# state/<run_id>/*.parquet: what is current after a run, one row per id whose protection stands.
+STATE_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("content_key", pa.string()),  # the key the protection was made for (see METRICS_SCHEMA)
+        ("protected_path", pa.string()),  # images/<id>.png
+        ("protected_sha256", pa.string()),  # sha256 of those bytes
+        ("run_id", pa.string()),  # the run whose metrics row is this id's record
+    ]
 )
 
 
@@ -303,8 +321,25 @@ def put_bytes(uri: str, data: bytes, storage_options: dict | None = None) -> Non
     parent = posixpath.dirname(path)
     if parent:
         fs.makedirs(parent, exist_ok=True)
+    if isinstance(fs, LocalFileSystem):
+        # An object PUT is atomic; a local file is made so by writing aside and renaming over it, so a
+        # process killed mid-write never leaves a truncated file for a resumed run to read.
+        partial = f"{path}.partial-{uuid.uuid4().hex[:8]}"
+        with open(partial, "wb") as handle:
+            handle.write(data)
+        os.replace(partial, path)
+        return
     with fs.open(path, "wb") as handle:
         handle.write(data)
+
+
+def delete(uri: str, storage_options: dict | None = None) -> bool:
+    """Remove the object at ``uri`` when it exists; ``True`` when something was removed."""
+    fs, path = url_to_fs(uri, storage_options)
+    if not fs.exists(path):
+        return False
+    fs.rm(path)
+    return True
 
 
 def write_table(table: pa.Table, uri: str, storage_options: dict | None = None) -> None:

@@ -62,7 +62,7 @@ def check_protected(fs, out_path: str, rows: list[dict], manifest: dict, run_id:
     assert (counts["read"], counts["protected"], counts["failed"]) == (len(rows), len(rows), 0)
     stored = json.loads(fs.cat_file(f"{out_path}/runs/{run_id}.json"))
     assert stored["counts"] == counts and stored["run_id"] == run_id
-    assert stored["versions"]["ray"] and stored["images_per_second"] > 0
+    assert stored["versions"]["ray"] and (stored["images_per_second"] > 0) == (counts["protected_now"] > 0)
     assert read_parquet_dir(fs, f"{out_path}/errors", run_id) is None
 
 
@@ -98,7 +98,7 @@ def test_webdataset_catalog_on_s3_with_limit(s3_bucket, tiny_model):
     check_protected(fs, f"{bucket}/out", rows[:3], manifest, "wds")
 
 
-def test_pairs_catalog_on_s3_and_rerun_replaces_the_run(s3_bucket, tiny_model):
+def test_pairs_catalog_on_s3_and_rerun_resumes_without_redoing(s3_bucket, tiny_model):
     bucket, options = s3_bucket
     fs = catalog.url_to_fs(f"s3://{bucket}", options)[0]
     rows = good_rows(3, prefix="pair")
@@ -111,8 +111,9 @@ def test_pairs_catalog_on_s3_and_rerun_replaces_the_run(s3_bucket, tiny_model):
     assert first["format"] == "pairs"
     check_protected(fs, f"{bucket}/out", rows, first, "pairs")
     images = {p: fs.cat_file(p) for p in fs.find(f"{bucket}/out/images")}
-    second = run(config)  # same run id: replaces the run, never duplicates rows
+    second = run(config)  # same run id: everything was committed, so nothing is redone or duplicated
     check_protected(fs, f"{bucket}/out", rows, second, "pairs")
+    assert (second["counts"]["resumed"], second["counts"]["protected_now"]) == (3, 0)
     assert {p: fs.cat_file(p) for p in fs.find(f"{bucket}/out/images")} == images  # deterministic bytes
 
 
@@ -150,7 +151,9 @@ def test_mixed_catalog_accounts_for_every_id(tmp_path, tiny_model):
         assert "not a safe object name" in reasons["../x"][1] and "not a safe object name" in reasons["/abs"][1]
         assert {r["run_id"] for r in errors.to_pylist()} == {"mixed"}
         counts = manifest["counts"]
-        assert counts == {"read": 10, "ids": 9, "protected": 2, "failed": 7, "duplicate_ids": 1, "duplicate_rows": 2}
+        assert counts == {"read": 10, "ids": 9, "protected": 2, "failed": 7, "unchanged": 0, "missing": 0, "pruned": 0,
+                          "resumed": 0 if attempt == 0 else 8, "protected_now": 2 if attempt == 0 else 0,
+                          "duplicate_ids": 1, "duplicate_rows": 2}
     written = sorted(os.path.relpath(os.path.join(d, f), tmp_path) for d, _, files in os.walk(tmp_path) for f in files)
     outside = [p for p in written if not p.startswith(("in/", "deep/out/"))]
     assert outside == [], f"written outside --output: {outside}"

@@ -8,7 +8,9 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from jobs.protect import DECODED_SCHEMA, PROTECTED_SCHEMA, RESULT_SCHEMA, Protector, decode_and_validate, split_results, write_images
+from jobs.stages import DECODED_SCHEMA, PROTECTED_SCHEMA, RESULT_SCHEMA, Protector, decode_and_validate, write_images
+from jobs.state import split_results
+from rtb import ProtectConfig
 from rtb.catalog import CATALOG_SCHEMA
 from tests.jobs.conftest import LEVELS, good_rows, make_image, make_mask, png
 
@@ -24,7 +26,7 @@ def test_stages_without_ray(tmp_path, tiny_model):
     assert decoded.column("id").to_pylist() == ["img-0", "img-1", "img-2", "broken", "small-mask"]
     assert decoded.column("status").to_pylist() == ["ok", "ok", "ok", "error", "error"]
 
-    protector = Protector(model=tiny_model, steps=2, batch_size=2, device="cpu")
+    protector = Protector(model=tiny_model, config=ProtectConfig(steps=2, batch_size=2), device="cpu")
     protected = protector(decoded)
     assert protected.schema.equals(PROTECTED_SCHEMA)
     assert protected.column("status").to_pylist() == ["ok", "ok", "ok", "error", "error"]
@@ -49,7 +51,7 @@ def test_protector_records_a_failing_row_instead_of_raising(tiny_model):
     # Corrupt one row's pixels after validation: the batch fails, the retry alone isolates that row.
     broken = decoded.to_pylist()
     broken[0]["pixels"] = broken[0]["pixels"][:10]
-    protected = Protector(model=tiny_model, steps=1, device="cpu")(pa.Table.from_pylist(broken, schema=DECODED_SCHEMA))
+    protected = Protector(model=tiny_model, config=ProtectConfig(steps=1), device="cpu")(pa.Table.from_pylist(broken, schema=DECODED_SCHEMA))
     status = protected.to_pylist()
     assert [r["status"] for r in status] == ["error", "ok"]
     assert status[0]["stage"] == "protect" and "ValueError" in status[0]["error"]

@@ -1,0 +1,142 @@
+"""The protection job's arguments: :class:`JobConfig`, their checks, and the one error the job raises."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from rtb import catalog
+
+METHODS = ("rtb", "photoguard-encoder", "photoguard-diffusion", "noise")
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """One protection run, as given on the command line (saved, without secrets, in the manifest)."""
+
+    # Catalog URI: a prefix or file that fsspec understands (/path, file://, s3://, memory://).
+    input: str
+    # Output prefix; images/, metrics/, errors/, state/ and runs/ are written under it.
+    output: str
+    # Model spec for rtb.load_inpainter: "reference", a diffusers directory, a .pt/.safetensors file, a URI.
+    model: str = "reference"
+    # Protection method: rtb, photoguard-encoder, photoguard-diffusion or noise.
+    method: str = "rtb"
+    # Perturbation budget; None = the method's default (rtb: 0.025 L∞).
+    eps: float | None = None
+    # Optimisation steps; None = the method's default (rtb: 20).
+    steps: int | None = None
+    # Images per optimizer batch and per block into the actor stage.
+    batch_size: int = 8
+    # Actors in the pool; None = one per GPU in the cluster (divided by gpus_per_actor), else 1.
+    actors: int | None = None
+    # GPUs reserved per actor (fractions share a GPU); None = 1 when the cluster has GPUs, else 0 (CPU).
+    gpus_per_actor: float | None = None
+    # Input format: auto (decided from the files at --input), parquet, webdataset or pairs.
+    format: str = "auto"
+    # S3-compatible endpoint URL; None = AWS_ENDPOINT_URL from the environment, or AWS itself.
+    s3_endpoint: str | None = None
+    # Run id naming the manifest and the metrics/errors files; None = a new UTC-timestamped id. Rerunning an
+    # id resumes it: what it committed is kept and not redone (nightly runs use a date-based id).
+    run_id: str | None = None
+    # Base seed of the optimizer (per-image seeds derive from it and the image content).
+    seed: int = 0
+    # rtb only: attacker-like holes added to the loss per image and step (mask augmentation; 0 = the paper's
+    # losses). Each costs one more forward per step; see docs/efficacy.md for what it buys.
+    augment_holes: int = 0
+    # Process only the first N rows of the input (in file order); None = all.
+    limit: int | None = None
+    # Re-protect every id, even those whose content key matches their current protection.
+    force: bool = False
+    # Delete the outputs (images/<id>.png) of ids that are no longer in the catalog, and forget them.
+    prune: bool = False
+    # Result rows per commit: each commit is one metrics/errors/state Parquet file per write task, and a run
+    # that dies loses at most the uncommitted rows (they are redone when the run id is rerun).
+    commit_rows: int = 500
+    # Seconds without any block moving before Ray Data gives up (its default of 30 min is short for a
+    # slow optimizer or GPU nodes that take long to start).
+    no_progress_timeout_s: float = 6 * 3600.0
+
+
+class JobError(Exception):
+    """The job could not run; the message is the one-line reason shown to the user."""
+
+
+def check_config(config: JobConfig) -> None:
+    """Raise ``ValueError`` naming the bad value before anything starts."""
+    if config.method not in METHODS:
+        raise ValueError(f"--method {config.method!r} is not one of {', '.join(METHODS)}")
+    if config.format not in ("auto", *catalog.FORMATS):
+        raise ValueError(f"--format {config.format!r} is not one of auto, {', '.join(catalog.FORMATS)}")
+    if config.eps is not None and not config.eps > 0:
+        raise ValueError(f"--eps must be positive, got {config.eps}")
+    if config.steps is not None and config.steps < 0:
+        raise ValueError(f"--steps must be at least 0, got {config.steps}")
+    if config.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {config.batch_size}")
+    if config.actors is not None and config.actors < 1:
+        raise ValueError(f"--actors must be at least 1, got {config.actors}")
+    if config.gpus_per_actor is not None and not (0 <= config.gpus_per_actor):
+        raise ValueError(f"--gpus-per-actor must be 0 or more, got {config.gpus_per_actor}")
+    if config.gpus_per_actor and config.gpus_per_actor > 1 and config.gpus_per_actor != int(config.gpus_per_actor):
+        raise ValueError(f"--gpus-per-actor above 1 must be a whole number, got {config.gpus_per_actor}")
+    if config.limit is not None and config.limit < 1:
+        raise ValueError(f"--limit must be at least 1, got {config.limit}")
+    if config.limit is not None and config.prune:
+        raise ValueError(f"--prune with --limit {config.limit} would delete every id past the limit; use one of them")
+    if config.commit_rows < 1:
+        raise ValueError(f"--commit-rows must be at least 1, got {config.commit_rows}")
+    if not (isinstance(config.augment_holes, int) and 0 <= config.augment_holes <= 16):
+        raise ValueError(f"--augment-holes must be an integer in [0, 16], got {config.augment_holes!r}")
+    if config.run_id is not None:
+        try:
+            catalog.check_id(config.run_id)
+        except ValueError:
+            raise ValueError(
+                f"--run-id {config.run_id!r} must be letters, digits, '.', '_' and '-', starting with a letter or digit"
+            ) from None
+        if "/" in config.run_id:
+            raise ValueError(f"--run-id {config.run_id!r} must not contain '/'")
+    source, target = str(config.input).rstrip("/"), str(config.output).rstrip("/")
+    if not catalog.is_remote(source):
+        source = os.path.abspath(source.removeprefix("file://"))
+    if not catalog.is_remote(target):
+        target = os.path.abspath(target.removeprefix("file://"))
+    if target == source or target.startswith(source + "/"):
+        raise ValueError(f"--output {config.output!r} must not be --input or inside it (outputs would be read as input)")
+
+
+def protect_config(config: JobConfig):
+    """The :class:`rtb.ProtectConfig` every actor uses (and the manifest records)."""
+    from rtb import ProtectConfig
+
+    return ProtectConfig(eps=config.eps, steps=config.steps, batch_size=config.batch_size, seed=config.seed,
+                         augment_holes=config.augment_holes)
+
+
+def check_model(spec: str, method: str, storage_options: dict) -> str:
+    """Fail fast, before any Ray work, on a model that will not load; returns its fingerprint.
+
+    Single-file models (the reference, .pt, .safetensors) are loaded once on the driver's CPU: they are small,
+    and a load error then surfaces as one line instead of an actor dying on every node. A diffusers directory
+    (GBs) is only checked for ``model_index.json`` and fingerprinted (copied into the local cache, as the
+    actors do): the fingerprint is part of every row's content key, so it must be known before the run.
+    """
+    from rtb import load_inpainter
+    from rtb.protect import VAE_METHODS
+    from rtb.storage import fetch_to_cache, fingerprint
+
+    if spec not in ("reference", "reference-gan"):
+        fs, path = catalog.url_to_fs(spec, storage_options)
+        if not fs.exists(path):
+            raise ValueError(f"--model {spec!r} does not exist")
+        if fs.isdir(path):
+            if not fs.exists(path.rstrip("/") + "/model_index.json"):
+                raise ValueError(f"--model {spec!r} is a directory without model_index.json (not a diffusers pipeline)")
+            return fingerprint(fetch_to_cache(spec, None, storage_options))
+    if method in VAE_METHODS:
+        raise ValueError(f"--method {method!r} needs a diffusers model directory (with a VAE); got --model {spec!r}")
+    try:
+        return load_inpainter(spec, device="cpu", storage_options=storage_options).fingerprint
+    except ValueError as error:
+        raise ValueError(f"--model {spec!r} does not load: {error}") from None
