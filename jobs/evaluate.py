@@ -6,10 +6,15 @@
         [--control s3://b/noise/] [--edit-model FILE.pt] [--clip-model /models/clip-vit-b32]
     python jobs/evaluate.py <same options>
 
-``--catalog`` is the input of a protect run and ``--protected`` its output (``images/<id>.png``,
-``metrics/*.parquet``). ``--control`` is the output of a ``--method noise`` run over the same catalog.
-For every id protected in both, the editor inpaints the clean image, the protected image and the control
-with the same holes (:mod:`rtb.evaluation.masks`) and seed; every edit is compared with the clean edit.
+``--catalog`` is the input of a protect run and ``--protected`` its output (``images/<id>.png``, or
+``.jpg``/``.webp`` for a lossy output format; ``metrics/*.parquet``). ``--control`` is the output of a
+``--method noise`` run over the same catalog. For every id protected in both, the editor inpaints the clean
+image, the protected image and the control with the same holes (:mod:`rtb.evaluation.masks`) and seed; every
+edit is compared with the clean edit.
+
+``--transforms none,jpeg:95,jpeg:75,webp:80,resize:0.5`` (default ``none``) repeats all of it per transform:
+the clean image, the protected image and the control go through the same real codec (Pillow; resize = down
+and back up, as a thumbnail and its re-upload) before the edit, so each figure compares like with like.
 
 Shape (Ray Data, the same as the protect job): the catalog rows of the ids to evaluate → ``Evaluator``
 (actor pool: editor and CLIP loaded once per actor, GPU when asked; reads ``images/<id>.png`` of both runs,
@@ -21,11 +26,14 @@ come back are small (a few hundred bytes per edit, plus CLIP embeddings). ``--ru
 
 Output layout under ``--output``::
 
-    edits/part-NNNNN.parquet  one row per (id, arm, family, index): EDIT_SCHEMA below; failed ids get a
-                              row with status "error" and the reason
+    edits/part-NNNNN.parquet  one row per (id, arm, transform, family, index): EDIT_SCHEMA below; failed
+                              ids get a row with status "error" and the reason
     summary.json              per arm (protected, control) and family: N, median and quartiles of each
-                              metric; CLIP-FID per arm and family (or why it was skipped); the config
-    report.html, sheets/*.png the report and its contact sheets (relative links only; opens offline)
+                              metric, for the first transform at the top level and for each one under
+                              "transforms"; the worst transform; CLIP-FID per arm and family (or why it
+                              was skipped); the config
+    report.html, sheets/*.png the report (goals table: one column per transform) and its contact sheets
+                              (of the worst transform; relative links only; opens offline)
 """
 
 from __future__ import annotations
@@ -50,11 +58,13 @@ import click
 from rtb import catalog
 from rtb.evaluation.edits import ROW_FIELDS
 from rtb.evaluation.masks import FAMILIES, MASK_SETS
+from rtb.transforms import OUTPUT_EXTENSIONS, format_transforms, parse_transforms
 
 EDIT_SCHEMA = pa.schema(
     [
         ("id", pa.string()),
         ("arm", pa.string()),  # "protected" (the --protected run) or "control" (the --control run)
+        ("transform", pa.string()),  # what the images went through before the edit: none, jpeg:75, resize:0.5, ...
         ("family", pa.string()),  # exact, expanded, partial, bbox, brush, ring-half, elsewhere
         ("kind", pa.string()),  # malicious or benign
         ("index", pa.int32()),  # index of the hole within its family for this image
@@ -120,6 +130,9 @@ class EvalConfig:
     s3_endpoint: str | None = None
     # Holes edited per editor call.
     batch_size: int = 16
+    # Transforms applied (real codecs) to the clean, protected and control images before the edit, comma
+    # separated (rtb.transforms): none, jpeg:Q, webp:Q, resize:S, blur:SIGMA. Every one is measured.
+    transforms: str = "none"
 
 
 class JobError(Exception):
@@ -133,6 +146,7 @@ class JobError(Exception):
 
 def check_config(config: EvalConfig) -> None:
     """Raise ``ValueError`` naming the bad value before anything starts."""
+    parse_transforms(config.transforms)  # ValueError naming the bad item
     if config.masks not in MASK_SETS:
         raise ValueError(f"--masks {config.masks!r} is not one of {', '.join(MASK_SETS)}")
     if config.steps is not None and config.steps < 1:
@@ -216,7 +230,8 @@ class Evaluator:
 
     def __init__(self, edit_model: str, protected: str, control: str | None, output: str, edit_config: dict,
                  sample_ids: tuple[str, ...] = (), clip_model: str | None = None,
-                 s3_endpoint: str | None = None, threads: int | None = None, device: str | None = None):
+                 s3_endpoint: str | None = None, threads: int | None = None, device: str | None = None,
+                 transforms: str = "none"):
         import torch
 
         from rtb import load_inpainter
@@ -237,12 +252,20 @@ class Evaluator:
         self.config = EditConfig(**{**edit_config, "masks": MaskSetConfig(**edit_config["masks"])})
         self.protected, self.control, self.output = protected, control, output
         self.sample_ids = frozenset(sample_ids)
+        self.transforms = parse_transforms(transforms)
 
     def _read_arm(self, prefix: str, image_id: str):
+        """``images/<id>.png`` of a protect run (or ``.jpg``/``.webp`` when it wrote a lossy format)."""
         from rtb.images import decode_image, split_alpha, to_tensor
 
         uri = catalog.join(prefix, "images", f"{image_id}.png")
         fs, path = catalog.url_to_fs(uri, storage_options_for(uri, self.s3_endpoint))
+        if not fs.exists(path):
+            for extension in sorted(set(OUTPUT_EXTENSIONS.values()) - {"png"}):
+                other = path[: -len("png")] + extension
+                if fs.exists(other):
+                    path = other
+                    break
         with fs.open(path, "rb") as f:
             return to_tensor(split_alpha(decode_image(f.read()))[0])
 
@@ -261,32 +284,37 @@ class Evaluator:
         arms = {"protected": self._read_arm(self.protected, row["id"])}
         if self.control:
             arms["control"] = self._read_arm(self.control, row["id"])
-        # 2. Edit and measure.
-        result = evaluate_image(self.editor, row["id"], source, region, arms, self.config, prompt=row.get("prompt") or None)
-        # 3. CLIP embeddings of every edit (the driver computes FID from them).
-        if self.clip is not None:
-            keys = list(result.images)
-            clean = self.clip(torch.stack([result.images[k]["clean"] for k in keys]).float()).cpu().numpy()
-            index = {k: i for i, k in enumerate(keys)}
-            for name in arms:
-                edits = self.clip(torch.stack([result.images[k][name] for k in keys]).float()).cpu().numpy()
-                for r in result.rows:
-                    if r["arm"] == name:
-                        i = index[(r["family"], r["index"])]
-                        r["clip_edit"] = edits[i].astype(np.float32).tobytes()
-                        r["clip_clean"] = clean[i].astype(np.float32).tobytes()
-        # 4. The contact sheet of a sampled id: one malicious and one benign hole.
-        if row["id"] in self.sample_ids:
-            picks = [(label, key) for label, key in (("malicious: exact", ("exact", 0)), ("benign: ring-half", ("ring-half", 0)))
-                     if key in result.images]
-            sheet = contact_sheet(source, arms["protected"],
-                                  [(label, {"clean": result.images[k]["clean"], "protected": result.images[k]["protected"],
-                                            "hole": result.images[k]["hole"]}) for label, k in picks])
-            buffer = io.BytesIO()
-            sheet.save(buffer, format="PNG")
-            catalog.put_bytes(catalog.join(self.output, "sheets", sheet_name(row["id"])), buffer.getvalue(),
-                              storage_options_for(self.output, self.s3_endpoint))
-        return result.rows
+        rows = []
+        for transform in self.transforms:
+            # 2. Edit and measure, after the transform (the same real codec on the source and every arm).
+            result = evaluate_image(self.editor, row["id"], source, region, arms, self.config,
+                                    prompt=row.get("prompt") or None, transform=transform)
+            # 3. CLIP embeddings of every edit (the driver computes FID from them).
+            if self.clip is not None:
+                keys = list(result.images)
+                clean = self.clip(torch.stack([result.images[k]["clean"] for k in keys]).float()).cpu().numpy()
+                index = {k: i for i, k in enumerate(keys)}
+                for name in arms:
+                    edits = self.clip(torch.stack([result.images[k][name] for k in keys]).float()).cpu().numpy()
+                    for r in result.rows:
+                        if r["arm"] == name:
+                            i = index[(r["family"], r["index"])]
+                            r["clip_edit"] = edits[i].astype(np.float32).tobytes()
+                            r["clip_clean"] = clean[i].astype(np.float32).tobytes()
+            # 4. The contact sheet of a sampled id: one malicious and one benign hole, on the images the editor saw.
+            if row["id"] in self.sample_ids:
+                picks = [(label, key) for label, key in (("malicious: exact", ("exact", 0)),
+                                                         ("benign: ring-half", ("ring-half", 0))) if key in result.images]
+                sheet = contact_sheet(result.inputs["source"], result.inputs["protected"],
+                                      [(label, {"clean": result.images[k]["clean"],
+                                                "protected": result.images[k]["protected"],
+                                                "hole": result.images[k]["hole"]}) for label, k in picks])
+                buffer = io.BytesIO()
+                sheet.save(buffer, format="PNG")
+                catalog.put_bytes(catalog.join(self.output, "sheets", sheet_name(row["id"], str(transform))),
+                                  buffer.getvalue(), storage_options_for(self.output, self.s3_endpoint))
+            rows.extend(result.rows)
+        return rows
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from rtb.evaluation.edits import error_row
@@ -347,7 +375,10 @@ def _json_safe(value):
 
 
 def compute_clip_fid(config: EvalConfig, features: dict) -> dict:
-    """CLIP-FID per arm and family from the embeddings collected from the actors."""
+    """CLIP-FID per arm and family from the embeddings collected from the actors (keyed (transform, arm, family)).
+
+    ``arms`` holds the first transform's; with more than one transform, ``transforms`` holds each one's.
+    """
     import torch
 
     from rtb.evaluation.clip_fid import CLIPImageFeatures, clip_fid
@@ -355,20 +386,24 @@ def compute_clip_fid(config: EvalConfig, features: dict) -> dict:
     if config.clip_model is None:
         return {"skipped": "no --clip-model given (a local CLIP model directory is needed; nothing is downloaded)"}
     module = CLIPImageFeatures(config.clip_model)
-    out: dict = {"arms": {}, "model": config.clip_model}
-    for (arm, family), (clean, edits) in sorted(features.items()):
+    transforms = [str(t) for t in parse_transforms(config.transforms)]
+    per_transform: dict = {t: {} for t in transforms}
+    for (transform, arm, family), (clean, edits) in sorted(features.items()):
         if len(edits) < 2:
             continue
         fid = clip_fid(module, torch.from_numpy(np.stack(clean)), torch.from_numpy(np.stack(edits)))
-        out["arms"].setdefault(arm, {})[family] = {"fid": fid, "N": len(edits)}
-    if not out["arms"]:
+        per_transform[transform].setdefault(arm, {})[family] = {"fid": fid, "N": len(edits)}
+    if not any(per_transform.values()):
         return {"skipped": "fewer than 2 edits per family: CLIP-FID needs at least 2"}
+    out: dict = {"arms": per_transform[transforms[0]], "model": config.clip_model}
+    if len(transforms) > 1:
+        out["transforms"] = per_transform
     return out
 
 
 def run(config: EvalConfig) -> dict:
     """Run the evaluation; returns the summary (also written to ``summary.json``). ``JobError`` when it cannot run."""
-    from rtb.evaluation.report import sheet_name, summarize, write_html
+    from rtb.evaluation.report import sheet_name, summarize_transforms, worst_transform, write_html
 
     started = time.time()
     # 1. Check the arguments and find the ids protected in both runs.
@@ -384,6 +419,7 @@ def run(config: EvalConfig) -> dict:
         ids = sorted(ids)[: config.limit] if config.limit else sorted(ids)
         if not ids:
             raise ValueError("no id was protected successfully in both runs" if config.control else "the protect run has no protected id")
+        transforms = [str(t) for t in parse_transforms(config.transforms)]
         files = catalog.list_files(config.catalog, options)
         fmt = catalog.detect_format(files, config.catalog) if config.format == "auto" else config.format
     except (ValueError, OSError) as error:
@@ -398,7 +434,8 @@ def run(config: EvalConfig) -> dict:
     sample_ids = tuple(ids[: config.sample])
     kwargs = {"edit_model": config.edit_model or config.model, "protected": config.protected, "control": config.control,
               "output": config.output, "edit_config": edit_config, "sample_ids": sample_ids,
-              "clip_model": config.clip_model, "s3_endpoint": config.s3_endpoint}
+              "clip_model": config.clip_model, "s3_endpoint": config.s3_endpoint,
+              "transforms": format_transforms(parse_transforms(config.transforms))}
     wanted = set(ids)
 
     # 3. Edit and measure; stream rows to edits/*.parquet, keep the metrics and embeddings for the summary.
@@ -419,7 +456,7 @@ def run(config: EvalConfig) -> dict:
         for row in batch.to_pylist():
             clip_edit, clip_clean = row.pop("clip_edit", None), row.pop("clip_clean", None)
             if clip_edit is not None and row["status"] == "ok":
-                entry = features.setdefault((row["arm"], row["family"]), ([], []))
+                entry = features.setdefault((row["transform"], row["arm"], row["family"]), ([], []))
                 entry[0].append(np.frombuffer(clip_clean, np.float32))
                 entry[1].append(np.frombuffer(clip_edit, np.float32))
             rows.append(row)
@@ -435,8 +472,11 @@ def run(config: EvalConfig) -> dict:
     if pending or not written:
         flush()
 
-    # 4. Summary, CLIP-FID, report.
-    summary = summarize(rows)
+    # 4. Summary (the first transform at the top level, each one under "transforms"), CLIP-FID, report with
+    #    the contact sheets of the worst transform.
+    per_transform = summarize_transforms(rows, transforms)
+    summary = {**per_transform[transforms[0]], "transforms": per_transform,
+               "worst_transform": worst_transform(per_transform)}
     summary["clip_fid"] = compute_clip_fid(config, features)
     summary["images"] = len(ids)
     summary["failed_images"] = sorted({r["id"] for r in rows if r.get("status") == "error"})
@@ -450,8 +490,9 @@ def run(config: EvalConfig) -> dict:
     meta = {"catalog": config.catalog, "protected": config.protected, "control": config.control or "none",
             "editor": config.edit_model or config.model, "protection": f"{', '.join(methods)} at ε {eps}",
             "images": len(ids), "failed images": len(summary["failed_images"]), "mask set": config.masks,
-            "seed": config.seed}
-    page = write_html(summary, [(i, f"sheets/{sheet_name(i)}") for i in ok_sheets], meta)
+            "seed": config.seed, "transforms": ", ".join(transforms)}
+    worst = summary["worst_transform"]
+    page = write_html(summary, [(i, f"sheets/{sheet_name(i, worst)}") for i in ok_sheets], meta)
     catalog.put_bytes(catalog.join(config.output, "report.html"), page.encode(), out_options)
     return summary
 
@@ -464,6 +505,13 @@ def summary_line(summary: dict) -> str:
         benign = families.get("ring-half", {}).get("metrics", {}).get("full_ssim", {}).get("median")
         if exact is not None:
             parts.append(f"{arm}: exact hole-SSIM {exact:.3f}" + (f", ring-half full-SSIM {benign:.3f}" if benign is not None else ""))
+    per_transform = summary.get("transforms") or {}
+    if len(per_transform) > 1:
+        worst = summary["worst_transform"]
+        exact = per_transform[worst].get("arms", {}).get("protected", {}).get("exact", {})
+        value = exact.get("metrics", {}).get("hole_ssim", {}).get("median")
+        if value is not None:
+            parts.append(f"worst transform {worst}: protected exact hole-SSIM {value:.3f}")
     return "; ".join(parts)
 
 
@@ -486,13 +534,16 @@ def summary_line(summary: dict) -> str:
 @click.option("--gpus-per-actor", type=float, default=None)
 @click.option("--format", "fmt", type=click.Choice(["auto", *catalog.FORMATS]), default="auto", show_default=True)
 @click.option("--s3-endpoint", default=None, help="S3-compatible endpoint URL [default: $AWS_ENDPOINT_URL].")
+@click.option("--transforms", default="none", show_default=True,
+              help="Comma list applied (real codec) before each edit, each measured: none, jpeg:Q, webp:Q, "
+                   "resize:S (down and back up), blur:SIGMA; e.g. none,jpeg:95,jpeg:75,webp:80,resize:0.5.")
 def evaluate(catalog_uri, protected, output, model, edit_model, masks, steps, seed, limit, clip_model, control,
-             target, sample, runner, actors, gpus_per_actor, fmt, s3_endpoint) -> None:
+             target, sample, runner, actors, gpus_per_actor, fmt, s3_endpoint, transforms) -> None:
     """Edit clean and protected images with the same holes and seed; write metrics, a summary and a report."""
     config = EvalConfig(catalog=catalog_uri, protected=protected, output=output, model=model, edit_model=edit_model,
                         masks=masks, steps=steps, seed=seed, limit=limit, clip_model=clip_model, control=control,
                         target=target, sample=sample, runner=runner, actors=actors, gpus_per_actor=gpus_per_actor,
-                        format=fmt, s3_endpoint=s3_endpoint)
+                        format=fmt, s3_endpoint=s3_endpoint, transforms=transforms)
     try:
         summary = run(config)
     except JobError as error:

@@ -2,7 +2,8 @@
 
 For one image and every evaluation hole (:mod:`rtb.evaluation.masks`) the editor inpaints the clean source,
 the protected image and optionally a control (e.g. the ``noise`` method at the same ε) with the same hole and
-seed. Each (hole, arm) gives one row:
+seed — after the same transformation (a real JPEG/WebP re-encode, a down-and-up resize, ... of
+:mod:`rtb.transforms`; ``none`` by default) when one is given. Each (hole, arm) gives one row:
 
 - ``hole_ssim``/``hole_psnr``: protected edit vs clean edit inside the hole (SSIM map of torchmetrics'
   Gaussian 11/1.5 SSIM averaged over the hole's pixels; PSNR of the hole's pixels, data range 1);
@@ -27,11 +28,13 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 from rtb import metrics
 from rtb.evaluation.masks import FAMILIES, MaskSetConfig, family_kind, mask_set
 from rtb.targets import make_targets
+from rtb.transforms import Transform, apply_codec_tensor, parse_transform
 
 # Columns of one edit row, in order (the edits/*.parquet schema is built from these in jobs/evaluate.py).
 ROW_FIELDS = (
-    "id", "arm", "family", "kind", "index", "hole_fraction", "hole_ssim", "hole_psnr", "full_ssim", "full_psnr",
-    "target_distance", "clean_target_distance", "protect_psnr", "protect_ssim", "protect_linf", "status", "error",
+    "id", "arm", "transform", "family", "kind", "index", "hole_fraction", "hole_ssim", "hole_psnr", "full_ssim",
+    "full_psnr", "target_distance", "clean_target_distance", "protect_psnr", "protect_ssim", "protect_linf", "status",
+    "error",
 )
 
 
@@ -74,6 +77,8 @@ class ImageEdits:
     notes: list[str]  # holes that could not be placed
     # The edits themselves, for contact sheets: {(family, index): {"clean": 3×H×W, "protected": ..., "control": ...}}
     images: dict[tuple[str, int], dict[str, torch.Tensor]]
+    # What the editor was given, after the transform: {"source": 3×H×W, "protected": ..., "control": ...}
+    inputs: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -146,6 +151,7 @@ def evaluate_image(
     arms: dict[str, torch.Tensor],
     config: EditConfig = EditConfig(),
     prompt: str | None = None,
+    transform: Transform | str = "none",
 ) -> ImageEdits:
     """Edit one image with every evaluation hole and measure each arm against the clean edit.
 
@@ -157,16 +163,25 @@ def evaluate_image(
         arms: protected versions of ``source`` by name (``{"protected": 3×H×W, "control": 3×H×W}``).
         config: :class:`EditConfig`.
         prompt: the edit prompt for text-conditioned editors (``None`` = ``config.prompt``).
+        transform: what happens to every image before the edit (:mod:`rtb.transforms`, a fixed value:
+            ``none``, ``jpeg:75``, ``webp:80``, ``resize:0.5``, ``blur:1``): the source and every arm go
+            through the same real codec, so each arm is compared with the clean edit of the same copy. The
+            imperceptibility columns then compare the transformed arm with the transformed source; the
+            target stays the one made from the untransformed source.
 
     Returns:
         :class:`ImageEdits` with one row per (hole, arm).
     """
-    # 1. Check inputs.
+    # 1. Check inputs, then put the source and every arm through the transform.
     source = source.to(torch.float64)
     region = (region.reshape(1, 1, *source.shape[-2:]) > 0).to(torch.float64)
     for name, image in arms.items():
         if tuple(image.shape) != tuple(source.shape):
             raise ValueError(f"arm {name!r} has shape {tuple(image.shape)} but the source is {tuple(source.shape)}")
+    transform = transform if isinstance(transform, Transform) else parse_transform(transform)
+    original = source
+    source = apply_codec_tensor(source, transform)
+    arms = {name: apply_codec_tensor(image.to(torch.float64), transform) for name, image in arms.items()}
 
     # 2. Build the holes.
     holes, notes = mask_set(region, image_id, config.seed, config.masks, config.families)
@@ -179,7 +194,7 @@ def evaluate_image(
     edited = {name: run_edits(editor, image.to(torch.float64)[None], stacked, config, prompt) for name, image in arms.items()}
 
     # 4. Measure.
-    target = make_targets(source[None], config.target).expand(count, -1, -1, -1)
+    target = make_targets(original[None], config.target).expand(count, -1, -1, -1)
     clean_distance = target_distance(clean, target, stacked)
     fraction = stacked.flatten(1).mean(1)
     rows = []
@@ -202,8 +217,8 @@ def evaluate_image(
             "target_distance": target_distance(edits, target, stacked),
         }
         for k, hole in enumerate(holes):
-            row = {"id": image_id, "arm": name, "family": hole.family, "kind": hole.kind, "index": hole.index,
-                   "hole_fraction": float(fraction[k])}
+            row = {"id": image_id, "arm": name, "transform": str(transform), "family": hole.family, "kind": hole.kind,
+                   "index": hole.index, "hole_fraction": float(fraction[k])}
             row.update({metric: float(v[k]) for metric, v in values.items()})
             row.update(clean_target_distance=float(clean_distance[k]), protect_psnr=imperceptibility[0],
                        protect_ssim=imperceptibility[1], protect_linf=imperceptibility[2], status="ok", error=None)
@@ -211,17 +226,17 @@ def evaluate_image(
     for note in notes:  # holes that found no room: recorded, not measured
         family, index = note.split("[", 1)[0], int(note.split("[", 1)[1].split("]", 1)[0])
         for name in arms:
-            rows.append({**error_row(image_id, note, name), "family": family, "kind": family_kind(family),
-                         "index": index, "status": "skipped"})
+            rows.append({**error_row(image_id, note, name, str(transform)), "family": family,
+                         "kind": family_kind(family), "index": index, "status": "skipped"})
     images = {
         (hole.family, hole.index): {"clean": clean[k], **{name: e[k] for name, e in edited.items()}, "hole": hole.mask[0, 0]}
         for k, hole in enumerate(holes)
     }
-    return ImageEdits(rows=rows, notes=notes, images=images)
+    return ImageEdits(rows=rows, notes=notes, images=images, inputs={"source": source, **arms})
 
 
-def error_row(image_id: str | None, error: str, arm: str = "protected") -> dict:
-    """The row recorded for an image that could not be evaluated."""
+def error_row(image_id: str | None, error: str, arm: str = "protected", transform: str | None = None) -> dict:
+    """The row recorded for an image that could not be evaluated (``transform`` None: under every transform)."""
     row = {name: None for name in ROW_FIELDS}
-    row.update(id=image_id, arm=arm, status="error", error=error)
+    row.update(id=image_id, arm=arm, transform=transform, status="error", error=error)
     return row

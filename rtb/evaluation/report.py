@@ -23,6 +23,14 @@ PSNR_CAP = 100.0
 # |δ| is multiplied by this in the contact sheets (ε = 0.025 becomes 0.25 of full scale).
 DELTA_GAIN = 10.0
 SHEET_COLUMNS = ("source", "protected", f"|delta| x{DELTA_GAIN:g}", "clean edit", "protected edit")
+# The goals the efficacy is stated on: (label, arm, family, metric, comparison, threshold), on medians.
+GOALS = (
+    ("exact hole-SSIM (RTB)", "protected", "exact", "hole_ssim", "<=", 0.30),
+    ("exact hole-SSIM (noise)", "control", "exact", "hole_ssim", ">=", 0.85),
+    ("elsewhere full-SSIM", "protected", "elsewhere", "full_ssim", ">=", 0.95),
+    ("ring-half full-SSIM", "protected", "ring-half", "full_ssim", ">=", 0.95),
+    ("protected vs source PSNR", "protected", "exact", "protect_psnr", ">=", 32.0),
+)
 
 
 def _finite(name: str, value) -> float | None:
@@ -73,6 +81,38 @@ def summarize(rows: list[dict]) -> dict:
             arms[arm][family] = {"kind": family_kind(family), "N": len(members),
                                  "images": len({r["id"] for r in members}), "metrics": stats}
     return {"arms": arms, "errors": dict(errors), "skipped_holes": dict(skipped)}
+
+
+def summarize_transforms(rows: list[dict], transforms: list[str]) -> dict[str, dict]:
+    """:func:`summarize` per transform (in ``transforms`` order), from rows with a ``transform`` column.
+
+    Rows whose ``transform`` is None (an image that could not be evaluated at all) count under every transform.
+    """
+    return {t: summarize([r for r in rows if r.get("transform") in (t, None)]) for t in transforms}
+
+
+def median(summary: dict, arm: str, family: str, metric: str) -> float | None:
+    """The median of ``metric`` for (arm, family) in a :func:`summarize` result; None when not measured."""
+    return summary.get("arms", {}).get(arm, {}).get(family, {}).get("metrics", {}).get(metric, {}).get("median")
+
+
+def goals(summary: dict) -> list[dict]:
+    """Each of :data:`GOALS` on a :func:`summarize` result: ``{"label", "goal", "median", "met"}``."""
+    out = []
+    for label, arm, family, metric, op, threshold in GOALS:
+        value = median(summary, arm, family, metric)
+        met = value is not None and (value <= threshold if op == "<=" else value >= threshold)
+        out.append({"label": label, "goal": f"{op} {threshold:g}", "median": value, "met": met})
+    return out
+
+
+def worst_transform(per_transform: dict[str, dict]) -> str:
+    """The transform under which the protection is weakest: the highest median exact hole-SSIM of the
+    protected arm (the first listed on ties, or when none was measured)."""
+    names = list(per_transform)
+    scored = [(median(per_transform[t], "protected", "exact", "hole_ssim"), -i, t) for i, t in enumerate(names)]
+    scored = [item for item in scored if item[0] is not None]
+    return max(scored)[2] if scored else names[0]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -128,9 +168,11 @@ def contact_sheet(source: torch.Tensor, protected: torch.Tensor, rows: list[tupl
     return sheet
 
 
-def sheet_name(image_id: str) -> str:
-    """File name of an image's contact sheet under ``sheets/`` (ids may contain '/')."""
-    return image_id.replace("/", "__") + ".png"
+def sheet_name(image_id: str, transform: str = "none") -> str:
+    """File name of an image's contact sheet under ``sheets/`` (ids may contain '/'); a transform other than
+    ``none`` adds its label: ``img0.jpeg-75.png``."""
+    label = "" if transform == "none" else "." + str(transform).replace(":", "-")
+    return image_id.replace("/", "__") + label + ".png"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -170,16 +212,43 @@ def _cell(stats: dict, metric: str) -> str:
     return (f"<td>{s['median']:.{digits}f} <span class=note>[{s['q1']:.{digits}f}, {s['q3']:.{digits}f}]</span></td>")
 
 
-def summary_table(summary: dict) -> str:
-    """The summary as an HTML table: one row per (arm, family), median [q1, q3] per metric."""
-    metrics = ("hole_ssim", "hole_psnr", "full_ssim", "full_psnr", "target_distance", "clean_target_distance", "protect_psnr")
-    head = "".join(f"<th>{m}</th>" for m in ("arm", "family", "kind", "N", "images", *metrics))
+def _per_transform(summary: dict) -> dict[str, dict]:
+    """``summary["transforms"]``, or the summary itself as the one transform ``none`` (older summaries)."""
+    return summary.get("transforms") or {"none": summary}
+
+
+def goals_table(summary: dict) -> str:
+    """The goals as an HTML table: one row per goal, one column per transform (median, ✓ when met)."""
+    per_transform = _per_transform(summary)
+    head = "".join(f"<th>{html.escape(t)}</th>" for t in per_transform)
+    results = {t: goals(s) for t, s in per_transform.items()}
     body = []
-    for arm, families in summary.get("arms", {}).items():
-        for family, entry in families.items():
-            cells = "".join(_cell(entry["metrics"], m) for m in metrics)
-            body.append(f"<tr class={entry['kind']}><td class=l>{html.escape(arm)}</td><td class=l>{family}</td>"
-                        f"<td class=l>{entry['kind']}</td><td>{entry['N']}</td><td>{entry['images']}</td>{cells}</tr>")
+    for i, (label, *_rest) in enumerate(GOALS):
+        cells = []
+        for t in per_transform:
+            goal = results[t][i]
+            if goal["median"] is None:
+                cells.append("<td>–</td>")
+                continue
+            digits = 1 if "PSNR" in label else 3
+            cells.append(f"<td>{goal['median']:.{digits}f} {'✓' if goal['met'] else '✗'}</td>")
+        body.append(f"<tr><td class=l>{html.escape(label)}</td><td class=l>{html.escape(results[next(iter(results))][i]['goal'])}"
+                    f"</td>{''.join(cells)}</tr>")
+    return f"<table><tr><th>goal (median)</th><th>target</th>{head}</tr>{''.join(body)}</table>"
+
+
+def summary_table(summary: dict) -> str:
+    """The summary as an HTML table: one row per (transform, arm, family), median [q1, q3] per metric."""
+    metrics = ("hole_ssim", "hole_psnr", "full_ssim", "full_psnr", "target_distance", "clean_target_distance", "protect_psnr")
+    head = "".join(f"<th>{m}</th>" for m in ("transform", "arm", "family", "kind", "N", "images", *metrics))
+    body = []
+    for transform, per in _per_transform(summary).items():
+        for arm, families in per.get("arms", {}).items():
+            for family, entry in families.items():
+                cells = "".join(_cell(entry["metrics"], m) for m in metrics)
+                body.append(f"<tr class={entry['kind']}><td class=l>{html.escape(transform)}</td>"
+                            f"<td class=l>{html.escape(arm)}</td><td class=l>{family}</td><td class=l>{entry['kind']}</td>"
+                            f"<td>{entry['N']}</td><td>{entry['images']}</td>{cells}</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
@@ -190,11 +259,17 @@ def write_html(summary: dict, sheets: list[tuple[str, str]], meta: dict) -> str:
     if fid.get("skipped"):
         fid_html = f"<p class=note>CLIP-FID: skipped — {html.escape(fid['skipped'])}</p>"
     else:
+        by_transform = fid.get("transforms") or {"none": fid.get("arms", {})}
         items = "".join(
-            f"<li>{html.escape(arm)} / {html.escape(fam)}: {v['fid']:.2f} (N = {v['N']})</li>"
-            for arm, fams in fid.get("arms", {}).items() for fam, v in fams.items()
+            f"<li>{html.escape(t)} / {html.escape(arm)} / {html.escape(fam)}: {v['fid']:.2f} (N = {v['N']})</li>"
+            for t, arms in by_transform.items() for arm, fams in arms.items() for fam, v in fams.items()
         )
         fid_html = f"<p>CLIP-FID, clean edits vs edits of the arm (biased below ~500 images):</p><ul>{items}</ul>"
+    transform = summary.get("worst_transform", "none")
+    sheets_note = ("Per image: one malicious (exact) and one benign (ring-half) hole, outlined in yellow." if len(
+        _per_transform(summary)) == 1 else f"Transform <b>{html.escape(transform)}</b>, the one under which the "
+        "protection is weakest (highest median exact hole-SSIM): the source and the protected image after it, and "
+        "one malicious (exact) and one benign (ring-half) hole, outlined in yellow.")
     figures = "".join(
         f"<figure><img src=\"{html.escape(path)}\" alt=\"{html.escape(image_id)}\">"
         f"<figcaption>{html.escape(image_id)}</figcaption></figure>"
@@ -206,9 +281,12 @@ def write_html(summary: dict, sheets: list[tuple[str, str]], meta: dict) -> str:
 <body>
 <h1>rtb evaluation</h1>
 <ul>{facts}</ul>
+<h2>Goals</h2>
+<p class=note>Medians over edits, one column per transform of the images before the edit (none = as stored).</p>
+{goals_table(summary)}
 <h2>Summary</h2>
 <p class=note>Edits of the protected (or control) image against the same edit of the clean image, same hole and
-seed. SSIM: Gaussian 11/1.5 on RGB in [0, 1]; PSNR: data range 1 (capped at {PSNR_CAP:g} dB); target_distance:
+seed, after the same transform (a real JPEG/WebP re-encode, a down-and-up resize; none = as stored). SSIM: Gaussian 11/1.5 on RGB in [0, 1]; PSNR: data range 1 (capped at {PSNR_CAP:g} dB); target_distance:
 mean RGB distance of the hole to the target colour / √3. Cells: median [first quartile, third quartile].
 Malicious holes should give low hole SSIM and low target distance; benign holes full SSIM near 1.</p>
 {summary_table(summary)}
@@ -216,7 +294,7 @@ Malicious holes should give low hole SSIM and low target distance; benign holes 
 images that could not be evaluated: {html.escape(str(summary.get("errors") or "none"))}.</p>
 {fid_html}
 <h2>Contact sheets</h2>
-<p class=note>Per image: one malicious (exact) and one benign (ring-half) hole, outlined in yellow.</p>
+<p class=note>{sheets_note}</p>
 {figures}
 </body></html>
 """

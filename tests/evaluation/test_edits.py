@@ -14,6 +14,8 @@ from rtb import load_inpainter, metrics
 from rtb.evaluation.edits import EditConfig, evaluate_image, hole_psnr, hole_ssim, ssim_map, target_distance
 from tests.tiny_models import build_tiny_torchscript
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def pair(seed=0, h=40, w=56):
     g = torch.Generator().manual_seed(seed)
@@ -100,3 +102,27 @@ def test_evaluate_image_ssim_matches_the_float64_functions(editor):
         m = edits["hole"][None, None].double()
         assert row["hole_ssim"] == pytest.approx(float(hole_ssim(edits["protected"][None], edits["clean"][None], m)[0]), abs=1e-5)
         assert row["full_ssim"] == pytest.approx(float(metrics.ssim(edits["protected"][None], edits["clean"][None])[0]), abs=1e-5)
+
+
+def test_transforms_compare_like_with_like(editor):
+    a, b, _ = pair(h=64, w=96)
+    region = torch.zeros(64, 96)
+    region[20:40, 40:60] = 1
+    config = EditConfig(families=("exact", "ring-half"))
+    plain = evaluate_image(editor, "img", a[0], region, {"protected": b[0], "control": a[0]}, config)
+    assert evaluate_image(editor, "img", a[0], region, {"protected": b[0], "control": a[0]}, config,
+                          transform="none").rows == plain.rows
+    assert {r["transform"] for r in plain.rows} == {"none"}
+    jpeg = evaluate_image(editor, "img", a[0], region, {"protected": b[0], "control": a[0]}, config, transform="jpeg:75")
+    assert {r["transform"] for r in jpeg.rows} == {"jpeg:75"} and len(jpeg.rows) == len(plain.rows)
+    for before, after in zip(plain.rows, jpeg.rows):
+        if after["arm"] == "control":  # the source itself: the same codec on both sides, so identical edits
+            assert after["hole_ssim"] == pytest.approx(1.0) and math.isinf(after["full_psnr"])
+            assert after["protect_linf"] == 0
+        else:  # JPEG removes part of b's noise: the arm moves nearer the (transformed) source
+            assert after["protect_psnr"] > before["protect_psnr"] + 1
+            assert after["hole_ssim"] != before["hole_ssim"]
+    # The editor saw the codec's output: the images handed back are the decoded JPEGs, at full size.
+    assert jpeg.inputs["source"].shape == a[0].shape and not torch.equal(jpeg.inputs["source"], a[0])
+    with pytest.raises(ValueError, match="unknown transform 'png:3'"):
+        evaluate_image(editor, "img", a[0], region, {"protected": b[0]}, config, transform="png:3")

@@ -16,6 +16,8 @@ from PIL import Image, ImageDraw
 from jobs.evaluate import main
 from rtb import ProtectConfig, catalog, protect
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 IDS = [f"img{i}" for i in range(4)]
 REQUIRED = {"id", "family", "kind", "index", "hole_ssim", "hole_psnr", "full_ssim", "full_psnr", "target_distance"}
 
@@ -121,6 +123,49 @@ def test_local_runner_gives_the_same_rows(runs, tiny_model, tmp_path):
     assert pq.read_table(str(again / "edits" / "part-00000.parquet")).to_pylist() == rows
 
 
+def test_transforms_are_measured_each_against_the_clean_edit_of_the_same_copy(runs, tiny_model, tmp_path, capsys):
+    common = ["--catalog", str(runs / "catalog"), "--protected", str(runs / "rtb"), "--control", str(runs / "noise"),
+              "--model", tiny_model, "--runner", "local", "--limit", "2", "--sample", "1"]
+    main([*common, "--output", str(tmp_path / "plain")])
+    main([*common, "--output", str(tmp_path / "out"), "--transforms", "none,jpeg:75,resize:0.5"])
+    out = tmp_path / "out"
+    assert "worst transform" in capsys.readouterr().out
+
+    # 1. edits/*.parquet: every family of every image under each transform; `none` is the plain evaluation.
+    rows = pq.read_table(str(out / "edits" / "part-00000.parquet")).to_pylist()
+    assert [r["transform"] for r in rows[:1]] == ["none"] and {r["transform"] for r in rows} == {"none", "jpeg:75", "resize:0.5"}
+    for transform in ("none", "jpeg:75", "resize:0.5"):
+        families = {r["family"] for r in rows if r["transform"] == transform and r["id"] == "img0" and r["status"] == "ok"}
+        assert families == {"exact", "expanded", "partial", "bbox", "brush", "ring-half", "elsewhere"}
+    plain = pq.read_table(str(tmp_path / "plain" / "edits" / "part-00000.parquet")).to_pylist()
+    assert [r for r in rows if r["transform"] == "none"] == plain
+
+    # 2. summary.json: the first transform at the top level, each one under "transforms"; the codecs take
+    #    RTB's effect away on this network, so the worst transform is not `none`.
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["transforms"]) == ["none", "jpeg:75", "resize:0.5"]
+    assert summary["arms"] == summary["transforms"]["none"]["arms"] == json.loads((tmp_path / "plain" / "summary.json").read_text())["arms"]
+    exact = {t: s["arms"]["protected"]["exact"]["metrics"]["hole_ssim"]["median"] for t, s in summary["transforms"].items()}
+    worst = summary["worst_transform"]
+    assert worst != "none" and exact[worst] == max(exact.values()) and exact[worst] > exact["none"] + 0.02
+    assert summary["config"]["transforms"] == "none,jpeg:75,resize:0.5"
+
+    # 3. report.html: one goals column per transform; the contact sheets shown are the worst transform's.
+    page = (out / "report.html").read_text()
+    assert "<th>none</th><th>jpeg:75</th><th>resize:0.5</th>" in page
+    label = worst.replace(":", "-")
+    assert re.findall(r'src="([^"]+)"', page) == [f"sheets/img0.{label}.png"]
+    assert {p.name for p in (out / "sheets").iterdir()} == {"img0.png", "img0.jpeg-75.png", "img0.resize-0.5.png"}
+
+
+def test_bad_transforms_exit_with_one_line(runs, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--catalog", str(runs / "catalog"), "--protected", str(runs / "rtb"), "--output", str(tmp_path / "o"),
+              "--runner", "local", "--transforms", "none,jpeg:60-95"])
+    assert exit_info.value.code == 2
+    assert "transform 'jpeg:60-95': a range is allowed only for --eot" in capsys.readouterr().err
+
+
 def test_bad_arguments_exit_with_one_line(runs, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--catalog", str(runs / "catalog"), "--protected", str(runs / "catalog"), "--output", str(tmp_path / "o"),
@@ -162,7 +207,6 @@ def test_local_runner_reads_and_writes_s3(runs, tiny_model, s3_bucket):
     assert fs.glob(f"{bucket}/eval/edits/*.parquet")
 
 
-@pytest.mark.usefixtures("one_thread")
 def test_reference_model_rtb_moves_malicious_edits_more_than_noise(tmp_path):
     """Protect then evaluate the first 8 held-out images with the bundled reference model (ε 0.025, 20 steps).
 
