@@ -8,16 +8,21 @@ import os
 
 from rtb import catalog
 
-# Bounded retries for every S3 request (botocore's "standard" mode retries 5xx such as 503 SlowDown,
-# throttling and connection resets with exponential backoff); what still fails becomes an error row.
-S3_MAX_ATTEMPTS = 8
+# Bounded retries for every S3 request: botocore's "standard" mode retries 5xx such as 503 SlowDown,
+# throttling and connection resets with exponential backoff, up to this many attempts ($RTB_S3_ATTEMPTS);
+# s3fs retries the whole call on SlowDown and connection errors up to 5 times on top (its class default).
+# What still fails becomes an error row.
+S3_ATTEMPTS = 5
 
 
 def storage_options_for(uri: str, endpoint: str | None) -> dict:
     """fsspec options for ``uri``, explicit so that every Ray worker uses the same endpoint, keys and retries."""
     if not str(uri).startswith(("s3://", "s3a://")):
         return {}
-    options: dict = {"config_kwargs": {"retries": {"max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"}}}
+    attempts = int(os.environ.get("RTB_S3_ATTEMPTS") or S3_ATTEMPTS)
+    if attempts < 1:
+        raise ValueError(f"RTB_S3_ATTEMPTS must be at least 1, got {attempts}")
+    options: dict = {"config_kwargs": {"retries": {"max_attempts": attempts, "mode": "standard"}}}
     endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     if endpoint:
         options["client_kwargs"] = {"endpoint_url": endpoint}

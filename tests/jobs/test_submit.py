@@ -80,7 +80,7 @@ def test_ray_job_submit_runs_the_entrypoint_on_the_cluster(ray_head, s3_bucket, 
         env=env, capture_output=True, text=True, timeout=400,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "rtb protect: run submitted: protected 3, failed 0 of 3 rows read" in result.stdout
+    assert "rtb protect: run submitted: protected 3, unchanged 0, failed 0 of 3 rows read" in result.stdout
     fs = catalog.url_to_fs(f"s3://{bucket}", options)[0]
     manifest = json.loads(fs.cat_file(f"{bucket}/out/runs/submitted.json"))
     assert manifest["counts"]["protected"] == 3
