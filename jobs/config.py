@@ -44,6 +44,12 @@ class JobConfig:
     # rtb only: attacker-like holes added to the loss per image and step (mask augmentation; 0 = the paper's
     # losses). Each costs one more forward per step; see docs/efficacy.md for what it buys.
     augment_holes: int = 0
+    # Expectation over transformation (rtb): the transformations the protection is optimised to survive,
+    # e.g. "jpeg:60-95,resize:0.5-1.0" (rtb.transforms.parse_eot); "" = none (the paper's method).
+    eot: str = ""
+    # How images/<id>.* are stored: "png" (lossless, the default), "jpeg:Q" or "webp:Q" for platforms that keep
+    # lossy copies; the metrics row then records the bound the stored file actually reaches.
+    output_format: str = "png"
     # Process only the first N rows of the input (in file order); None = all.
     limit: int | None = None
     # Re-protect every id, even those whose content key matches their current protection.
@@ -86,6 +92,18 @@ def check_config(config: JobConfig) -> None:
         raise ValueError(f"--prune with --limit {config.limit} would delete every id past the limit; use one of them")
     if config.commit_rows < 1:
         raise ValueError(f"--commit-rows must be at least 1, got {config.commit_rows}")
+    from rtb.transforms import parse_eot, parse_output_format
+
+    try:
+        parse_eot(config.eot)
+    except ValueError as error:
+        raise ValueError(f"--eot {config.eot!r}: {error}") from None
+    if config.eot and config.method != "rtb":
+        raise ValueError(f"--eot applies to --method rtb only, got --method {config.method!r}")
+    try:
+        parse_output_format(config.output_format)
+    except ValueError as error:
+        raise ValueError(f"--output-format {config.output_format!r}: {error}") from None
     if not (isinstance(config.augment_holes, int) and 0 <= config.augment_holes <= 16):
         raise ValueError(f"--augment-holes must be an integer in [0, 16], got {config.augment_holes!r}")
     if config.run_id is not None:
@@ -111,7 +129,7 @@ def protect_config(config: JobConfig):
     from rtb import ProtectConfig
 
     return ProtectConfig(eps=config.eps, steps=config.steps, batch_size=config.batch_size, seed=config.seed,
-                         augment_holes=config.augment_holes)
+                         augment_holes=config.augment_holes, eot=config.eot or ())
 
 
 def check_model(spec: str, method: str, storage_options: dict) -> str:

@@ -78,8 +78,10 @@ def key_salt(config: JobConfig, fingerprint: str) -> str:
 
     from rtb import config_hash
 
+    from rtb.transforms import parse_output_format
+
     settings = dataclasses.replace(protect_config(config), batch_size=1)
-    return f"{config_hash(settings, config.method)}:{fingerprint}"
+    return f"{config_hash(settings, config.method)}:{fingerprint}:{parse_output_format(config.output_format)}"
 
 
 def run(config: JobConfig) -> dict:
@@ -161,13 +163,15 @@ def run(config: JobConfig) -> dict:
                 "storage_options": storage_options_for(config.model, config.s3_endpoint),
                 "threads": threads,
                 "device": "cuda" if gpus else "cpu",
+                "keep_source": config.output_format != "png",
             },
         )
         .map_batches(
             write_images,
             batch_format="pyarrow",
             batch_size=config.batch_size,
-            fn_kwargs={"output": config.output, "storage_options": out_options, "prune": config.prune},
+            fn_kwargs={"output": config.output, "storage_options": out_options, "prune": config.prune,
+                       "output_format": config.output_format},
             # Half a CPU: the stage mostly waits on PUTs. It also keeps this stage from being fused into the
             # sink, which bundles commit_rows rows per file: fused, protected pixels would pile up until then.
             num_cpus=0.5,
@@ -220,17 +224,22 @@ def run(config: JobConfig) -> dict:
 @click.option("--limit", type=int, default=None, help="Process only the first N rows.")
 @click.option("--augment-holes", type=click.IntRange(0, 16), default=0, show_default=True,
               help="rtb: attacker-like holes added to the loss per image and step (mask augmentation).")
+@click.option("--eot", default="", help="rtb: transformations to survive (expectation over transformation), "
+              "e.g. jpeg:60-95,resize:0.5-1.0 [default: none].")
+@click.option("--output-format", default="png", show_default=True, help="png | jpeg:Q | webp:Q (how images/ are stored).")
 @click.option("--force", is_flag=True, help="Re-protect every id, even those whose protection is current.")
 @click.option("--prune", is_flag=True, help="Delete the images of ids that are no longer in the catalog.")
 @click.option("--commit-rows", type=int, default=500, show_default=True,
               help="Result rows per commit (a run that dies redoes at most the uncommitted ones).")
 def protect_command(input_uri, output_uri, model, method, eps, steps, batch_size, actors, gpus_per_actor, fmt,
-                    s3_endpoint, run_id, seed, limit, augment_holes, force, prune, commit_rows) -> None:
+                    s3_endpoint, run_id, seed, limit, augment_holes, eot, output_format, force, prune,
+                    commit_rows) -> None:
     """Protect every new or changed image of a catalog; write protected PNGs, metrics, errors, state and a manifest."""
     config = JobConfig(input=input_uri, output=output_uri, model=model, method=method, eps=eps, steps=steps,
                        batch_size=batch_size, actors=actors, gpus_per_actor=gpus_per_actor, format=fmt,
                        s3_endpoint=s3_endpoint, run_id=run_id, seed=seed, limit=limit,
-                       augment_holes=augment_holes, force=force, prune=prune, commit_rows=commit_rows)
+                       augment_holes=augment_holes, eot=eot, output_format=output_format, force=force, prune=prune,
+                       commit_rows=commit_rows)
     try:
         manifest = run(config)
     except JobError as error:

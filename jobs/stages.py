@@ -58,8 +58,10 @@ _BOOK_NAMES = {name for name, _ in BOOKKEEPING}
 RESULT_SCHEMA = pa.schema(
     [*BOOKKEEPING, *(f for f in METRICS_SCHEMA if f.name != "run_id" and f.name not in _BOOK_NAMES)]
 )
-PROTECTED_SCHEMA = pa.schema([*RESULT_SCHEMA, ("pixels", pa.binary())])
-PASSED_THROUGH = ("unchanged", "committed", "missing")
+# Protected pixels, and the source's (only for a lossy output format, whose stored bound is measured).
+PROTECTED_SCHEMA = pa.schema([*RESULT_SCHEMA, ("pixels", pa.binary()), ("source_mode", pa.string()),
+                              ("source_pixels", pa.binary())])
+IMAGE_EXTENSIONS = ("png", "jpg", "webp")
 
 # Test-only fault hook: when this variable names a file that does not exist yet, the first Protector call
 # creates it and kills its own process (an actor dying mid-batch); Ray restarts the actor and retries.
@@ -177,7 +179,7 @@ class Protector:
     """
 
     def __init__(self, model: str = "reference", method: str = "rtb", config=None, storage_options: dict | None = None,
-                 threads: int | None = None, device: str | None = None):
+                 threads: int | None = None, device: str | None = None, keep_source: bool = False):
         import torch
 
         from rtb import ProtectConfig, config_hash, load_inpainter
@@ -190,6 +192,8 @@ class Protector:
         self.method = method
         self.config = config if config is not None else ProtectConfig()
         self.config_hash = config_hash(self.config, method)
+        # 3. Pass the source pixels on when the writer must measure a lossy file against them.
+        self.keep_source = keep_source
 
     def _protect(self, rows: list[dict]):
         from rtb import protect
@@ -239,44 +243,66 @@ class Protector:
                 _row(PROTECTED_SCHEMA, row,
                      **{name: values[name] for name in PROTECTED_SCHEMA.names if name in values and name not in _BOOK_NAMES},
                      status="ok", model_fingerprint=self.inpainter.fingerprint, config_hash=self.config_hash,
-                     mode=image.mode, pixels=image.tobytes())
+                     mode=image.mode, pixels=image.tobytes(),
+                     source_mode=row["pixel_mode"] if self.keep_source else None,
+                     source_pixels=row["pixels"] if self.keep_source else None)
             )
         return pa.Table.from_pylist(out, schema=PROTECTED_SCHEMA)
 
 
-def write_images(batch: pa.Table, output: str, storage_options: dict | None = None, prune: bool = False) -> pa.Table:
-    """CPU stage: PUT each protected image as PNG at ``images/<id>.png`` (idempotent) and keep ``images/`` true.
+def write_images(batch: pa.Table, output: str, storage_options: dict | None = None, prune: bool = False,
+                 output_format: str = "png") -> pa.Table:
+    """CPU stage: PUT each protected image at ``images/<id>.<ext>`` (idempotent) and keep ``images/`` true.
 
-    - an id that failed loses its ``images/<id>.png`` (an older protection, or one an interrupted attempt
-      wrote before committing): ``images/`` never holds a protection of another source than the catalog's;
+    - ``output_format`` ``png`` (lossless), ``jpeg:Q`` or ``webp:Q``; the row records the format and the L∞
+      bound and PSNR the stored file reaches against the source (for png: the protection's own);
+    - an id that failed loses its images (an older protection, or one an interrupted attempt wrote before
+      committing): ``images/`` never holds a protection of another source than the catalog's;
+    - an id protected in another format than before loses its file in the old format;
     - with ``prune``, an id that left the catalog loses its image too (status ``pruned``).
     """
+    from rtb.transforms import encode_output, parse_output_format
+
+    fmt = parse_output_format(output_format)
     out = []
     for row in batch.to_pylist():
         pixels = row.pop("pixels")
-        uri = catalog.join(output, "images", f"{row['id']}.png") if row.get("id") is not None else None
+        source_mode, source_pixels = row.pop("source_mode"), row.pop("source_pixels")
+        safe = _safe_id(row.get("id"))
+        uri = catalog.join(output, "images", f"{row['id']}.{fmt.extension}") if safe else None
         if row["status"] == "ok":
             try:
                 image = Image.frombytes(row["mode"], (row["width"], row["height"]), pixels)
-                buffer = io.BytesIO()
-                image.save(buffer, format="PNG", compress_level=6)
-                data = buffer.getvalue()
+                if fmt.lossy:
+                    source = Image.frombytes(source_mode, (row["width"], row["height"]), source_pixels)
+                    encoded = encode_output(image, source, fmt)
+                    data, stored_linf, stored_psnr = encoded.data, encoded.linf, encoded.psnr
+                else:
+                    buffer = io.BytesIO()
+                    image.save(buffer, format="PNG", compress_level=6)
+                    data, stored_linf, stored_psnr = buffer.getvalue(), row["linf"], row["psnr"]
                 catalog.put_bytes(uri, data, storage_options)
-                row.update(protected_path=uri, protected_sha256=catalog.sha256_hex(data))
+                row.update(protected_path=uri, protected_sha256=catalog.sha256_hex(data), output_format=str(fmt),
+                           stored_linf=stored_linf, stored_psnr=stored_psnr)
+                if row.get("prior_path") and row["prior_path"] != uri:
+                    catalog.delete(row["prior_path"], storage_options)
             except (OSError, ValueError) as error:
                 row = _error_row(row, "write", f"could not write {uri}: {type(error).__name__}: {error}", RESULT_SCHEMA)
-        if row["status"] == "error" and _safe_id(row["id"]):
-            try:
-                catalog.delete(uri, storage_options)
-            except OSError as error:
-                row["error"] += f" (and its earlier image {uri} could not be removed: {type(error).__name__}: {error})"
+        if row["status"] == "error" and safe:
+            for extension in IMAGE_EXTENSIONS:
+                stale = catalog.join(output, "images", f"{row['id']}.{extension}")
+                try:
+                    catalog.delete(stale, storage_options)
+                except OSError as error:
+                    row["error"] += f" (and its earlier image {stale} could not be removed: {type(error).__name__}: {error})"
         if row["status"] == "missing" and prune:
             try:
                 catalog.delete(row.get("prior_path") or uri, storage_options)
                 row["status"] = "pruned"
             except OSError as error:
                 row.update(status="error", stage="prune",
-                           error=f"could not remove {uri} of an id no longer in the catalog: {type(error).__name__}: {error}")
+                           error=f"could not remove {row.get('prior_path') or uri} of an id no longer in the catalog: "
+                                 f"{type(error).__name__}: {error}")
         out.append({name: row.get(name) for name in RESULT_SCHEMA.names})
     return pa.Table.from_pylist(out, schema=RESULT_SCHEMA)
 

@@ -59,6 +59,11 @@ METRICS_SCHEMA = pa.schema(
         ("content_key", pa.string()),
         ("protected_path", pa.string()),
         ("protected_sha256", pa.string()),
+        # How the file at protected_path is stored (png, jpeg:Q, webp:Q) and the L∞ bound and PSNR its decoded
+        # pixels reach against the source: equal to linf/psnr for png, what the codec left for a lossy format.
+        ("output_format", pa.string()),
+        ("stored_linf", pa.float64()),
+        ("stored_psnr", pa.float64()),
         ("width", pa.int32()),
         ("height", pa.int32()),
         ("mode", pa.string()),

@@ -107,3 +107,30 @@ def test_nightly_runs_recompute_only_what_changed(tmp_path, tiny_model):
     assert lines[4].split()[1] == "complete" and lines[4].split()[5:9] == ["3", "1", "1", "1"]
     manifest = json.loads((out / "runs" / "n3.json").read_text())
     assert manifest["counts"] == counts and manifest["prior"]["state_run_id"] == "n2"
+
+
+def test_eot_and_lossy_output_format_through_the_job(tmp_path, tiny_model):
+    size = (48, 48)
+    source, out = tmp_path / "catalog", tmp_path / "out"
+    write_pairs(source, {f"q{i}": (png(make_image(i, size)), png(make_mask(size))) for i in range(2)})
+    config = dict(input=str(source), output=str(out), model=tiny_model, steps=2, batch_size=2)
+    # 1. EOT reaches the actors' config; a JPEG copy records the bound the stored file reaches.
+    lossy = run(JobConfig(**config, run_id="lossy", eot="jpeg:60-95,resize:0.5-1.0", output_format="jpeg:90"))
+    assert lossy["protect_config"]["eot"] and lossy["counts"]["protected"] == 2
+    metrics = pa.concat_tables([pq.read_table(p) for p in sorted((out / "metrics").glob("lossy-a*.parquet"))])
+    for row in metrics.to_pylist():
+        assert row["output_format"] == "jpeg:90" and row["protected_path"].endswith(f"/images/{row['id']}.jpg")
+        assert row["stored_linf"] >= row["linf"] - 1e-9 and row["stored_psnr"] < 60
+        assert row["config_hash"] == lossy["config_hash"]
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["q0.jpg", "q1.jpg"]
+    # 2. Another format is another key: re-protected as PNG, and the JPEG copies go.
+    lossless = run(JobConfig(**config, run_id="lossless", eot="jpeg:60-95,resize:0.5-1.0"))
+    assert (lossless["counts"]["protected"], lossless["counts"]["unchanged"]) == (2, 0)
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["q0.png", "q1.png"]
+    # 3. A bad spec is refused before anything runs, naming the value.
+    from jobs.config import JobError
+
+    with pytest.raises(JobError, match="--eot 'jpeg:200'"):
+        run(JobConfig(**config, eot="jpeg:200"))
+    with pytest.raises(JobError, match="--output-format 'gif'"):
+        run(JobConfig(**config, output_format="gif"))
