@@ -18,6 +18,12 @@ already committed is ``committed`` and not redone. Each write task of the sink c
 Parquet objects named by run, attempt and task (a retried task overwrites its own file), so every id ends
 in exactly one metrics or errors row of the run however often it is interrupted and rerun. The new state is
 written beside the old one and made current by one PUT of ``state/CURRENT.json`` when the run completes.
+
+Cost: the join hash-partitions the catalog rows, image bytes included, through Ray's object store (spilled
+to local disk when the catalog is larger than it; ``RAY_DATA_ENABLE_DISK_SHUFFLE=1`` moves the shuffle to
+disk altogether), and the optimizer stage starts once the join has its inputs. For a nightly run that is
+a read and a hash per unchanged image, no optimisation; a catalog far larger than the cluster's disks is
+best run per shard prefix (one output prefix each).
 """
 
 from __future__ import annotations
@@ -120,7 +126,7 @@ def load_prior(output: str, run_id: str, storage_options: dict) -> tuple[object 
 
 def join_partitions(rows: int) -> int:
     """Hash partitions of the catalog ⋈ prior join: about 200 rows each (each is one block downstream)."""
-    return int(min(256, max(1, rows // 200)))
+    return int(min(4096, max(1, rows // 200)))
 
 
 def join_catalog(dataset, prior, rows: int):
