@@ -121,13 +121,17 @@ def run(config: JobConfig) -> dict:
     actors, gpus = resolve_pool(config)
     threads = None if gpus else cpu_threads(actors)
 
-    # 3. Count rows and find duplicated ids (one pass over the id column only).
-    ids = read_catalog(fmt, files, in_options, ids_only=True)
-    if config.limit is not None:
-        ids = ids.limit(config.limit)
-    ids = ids.materialize()
-    rows_read, duplicates = state.find_duplicates(ids)
-    del ids
+    # 3. Count rows and find duplicated ids (one pass over the id column only; a pairs listing already has
+    #    its ids, one per file name).
+    if fmt == "pairs":
+        rows_read, duplicates = len(catalog.list_pairs(files)[: config.limit]), {}
+    else:
+        ids = read_catalog(fmt, files, in_options, ids_only=True)
+        if config.limit is not None:
+            ids = ids.limit(config.limit)
+        ids = ids.materialize()
+        rows_read, duplicates = state.find_duplicates(ids)
+        del ids
 
     # 4. What is current, and what this run id already committed (a resumed attempt).
     state.clear_uncommitted(config.output, run_id, out_options)
