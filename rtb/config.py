@@ -43,7 +43,8 @@ class ProtectConfig:
     # Expectation over transformation: each step, every sample's x + δ goes through one of these
     # transformations (drawn from the sample's own generator, its value uniform in the range) before the
     # editor, so the protection survives them (rtb.transforms: jpeg:LOW-HIGH, resize:LOW-HIGH, blur:LOW-HIGH,
-    # none). A string "jpeg:60-95,resize:0.5-1.0" is parsed into the tuple. () = no EOT (the paper's method).
+    # none), applied at the working resolution (see max_side). A string "jpeg:60-95,resize:0.5-1.0" is parsed
+    # into the tuple. () = no EOT (the paper's method). Adds one no-grad forward per image and step.
     eot: tuple[Transform, ...] = ()
     # Upper end of the uniform δ initialisation, δ ~ U[0, init_high] (the paper's 0.01).
     init_high: float = 0.01
