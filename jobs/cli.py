@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from jobs.check_editor import check_editor
 from jobs.evaluate import evaluate
 from jobs.protect import protect_command
 
@@ -52,6 +53,7 @@ def shard_command(input_uri, output_uri, rows_per_shard, s3_endpoint) -> None:
 
 cli.add_command(protect_command)
 cli.add_command(evaluate)
+cli.add_command(check_editor)
 
 
 def main(argv: list[str] | None = None) -> None:
