@@ -158,6 +158,25 @@ def test_transforms_are_measured_each_against_the_clean_edit_of_the_same_copy(ru
     assert {p.name for p in (out / "sheets").iterdir()} == {"img0.png", "img0.jpeg-75.png", "img0.resize-0.5.png"}
 
 
+def test_a_lossy_protect_run_is_read_from_its_jpg_files(runs, tiny_model, tmp_path):
+    from rtb.transforms import encode_output
+
+    lossy = tmp_path / "lossy"
+    (lossy / "images").mkdir(parents=True)
+    for image_id in IDS[:2]:
+        protected = Image.open(runs / "rtb" / "images" / f"{image_id}.png")
+        source = Image.open(runs / "catalog" / f"{image_id}.png")
+        (lossy / "images" / f"{image_id}.jpg").write_bytes(encode_output(protected, source, "jpeg:90").data)
+    table = pa.Table.from_pylist([{"id": i, "status": "ok", "method": "rtb", "eps": 0.025} for i in IDS[:2]])
+    catalog.write_table(table, str(lossy / "metrics" / "run-00000.parquet"))
+    main(["--catalog", str(runs / "catalog"), "--protected", str(lossy), "--output", str(tmp_path / "out"),
+          "--model", tiny_model, "--runner", "local", "--sample", "0"])
+    rows = pq.read_table(str(tmp_path / "out" / "edits" / "part-00000.parquet")).to_pylist()
+    assert {r["id"] for r in rows} == set(IDS[:2]) and {r["status"] for r in rows} <= {"ok", "skipped"}
+    # The JPEG's own error is measured: the stored copy is further from the source than the PNG's ⌈ε·255⌉ levels.
+    assert max(r["protect_linf"] for r in rows if r["status"] == "ok") > 7 / 255
+
+
 def test_bad_transforms_exit_with_one_line(runs, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--catalog", str(runs / "catalog"), "--protected", str(runs / "rtb"), "--output", str(tmp_path / "o"),
