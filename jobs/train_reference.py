@@ -2,6 +2,9 @@
 
     python jobs/train_reference.py --seed 0 --output rtb/weights/reference.safetensors
 
+``--arch lama-gan`` trains the LaMa-style GAN candidate instead (``reference-gan``; GPU): see
+``jobs/train_lama_gan.py`` for its arguments. The default, ``--arch reference``, is the job below.
+
 Deterministic: a fixed number of steps, one numpy generator for all data draws, ``torch.manual_seed`` for the
 initialisation and a fixed thread count. The resolved configuration and the
 training record are written next to the weights (``<output>.json``) and into the safetensors metadata.
@@ -20,8 +23,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rtb.reference.data import DataConfig, TrainingStream, heldout_images, random_mask
-from rtb.reference.model import ReferenceConfig, ReferenceNet, composite, save_weights
+try:
+    from jobs.train_lama_gan import make_rtb_importable
+except ImportError:  # run as a script from a checkout that is not on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from jobs.train_lama_gan import make_rtb_importable
+
+make_rtb_importable()
+
+from rtb.reference.data import DataConfig, TrainingStream, heldout_images, random_mask  # noqa: E402
+from rtb.reference.model import ReferenceConfig, ReferenceNet, composite, save_weights  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -69,7 +80,17 @@ def heldout_psnr(net: ReferenceNet, images: list[np.ndarray], masks: list[np.nda
 
 
 def main(argv: list[str] | None = None) -> int:
+    arch_parser = argparse.ArgumentParser(add_help=False)
+    arch_parser.add_argument("--arch", choices=("reference", "lama-gan"), default="reference")
+    known, rest = arch_parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if known.arch == "lama-gan":
+        from jobs.train_lama_gan import main as train_lama_gan
+
+        command = "python jobs/train_reference.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        return train_lama_gan(rest, command=command)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", choices=("reference", "lama-gan"), default="reference",
+                        help="reference (this job, the default) or lama-gan (jobs/train_lama_gan.py)")
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument("--output", type=Path, default=Path("rtb/weights/reference.safetensors"))
     parser.add_argument("--steps", type=int, default=TrainConfig.steps)
