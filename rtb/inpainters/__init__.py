@@ -17,9 +17,11 @@ def load_inpainter(spec, *, device=None, dtype=None, cache_dir: str | os.PathLik
     """Load an inpainter from a spec.
 
     Args:
-        spec: ``"reference"`` (the bundled trained model), a diffusers pipeline directory (has
-            ``model_index.json``), a TorchScript file (``.pt``/``.pth``/``.jit``/``.torchscript``), a
-            ``.safetensors`` file of the reference architecture, each as a local path or any fsspec URI
+        spec: ``"reference"`` (the bundled MSE-trained model), ``"reference-gan"`` (the bundled LaMa-style
+            GAN-trained model; a ValueError says how to train it while its weights are missing), a diffusers
+            pipeline directory (has ``model_index.json``), a TorchScript file (``.pt``/``.pth``/``.jit``/
+            ``.torchscript``), a ``.safetensors`` file of either reference architecture (read from its
+            metadata), each as a local path or any fsspec URI
             (remote ones are copied to ``cache_dir`` first), or an already loaded inpainter.
         device: torch device; default CUDA when available, else CPU.
         dtype: compute dtype; default fp16 on GPU for diffusers, fp32 otherwise.
@@ -30,12 +32,16 @@ def load_inpainter(spec, *, device=None, dtype=None, cache_dir: str | os.PathLik
     if isinstance(spec, Inpainter) and not isinstance(spec, str):
         return spec
     if not isinstance(spec, (str, os.PathLike)) or not str(spec):
-        raise ValueError(f"model must be 'reference', a path or URI, or an inpainter; got {spec!r}")
+        raise ValueError(f"model must be 'reference', 'reference-gan', a path or URI, or an inpainter; got {spec!r}")
     spec = str(spec)
     if spec == "reference":
         from rtb.inpainters.reference import load_reference
 
         return load_reference(device=device, dtype=dtype, **backend_options)
+    if spec == "reference-gan":
+        from rtb.inpainters.reference import load_reference_gan
+
+        return load_reference_gan(device=device, dtype=dtype, **backend_options)
     local = fetch_to_cache(spec, cache_dir, storage_options)
     name = spec if not is_local(spec) else str(local)
     if local.is_dir():
@@ -53,6 +59,6 @@ def load_inpainter(spec, *, device=None, dtype=None, cache_dir: str | os.PathLik
 
         return load_reference(local, device=device, dtype=dtype, **backend_options)
     raise ValueError(
-        f"model {spec!r} is neither 'reference', a diffusers directory, a TorchScript file "
+        f"model {spec!r} is neither 'reference', 'reference-gan', a diffusers directory, a TorchScript file "
         f"({', '.join(TORCHSCRIPT_SUFFIXES)}) nor a .safetensors file"
     )

@@ -1,7 +1,12 @@
-"""The reference inpainter backend: the small in-repo network of :mod:`rtb.reference`.
+"""The reference inpainter backends: the in-repo networks of :mod:`rtb.reference`.
 
-A single-forward convolutional inpainter (a stand-in for LaMa): deterministic, differentiable in the image,
-computing in pixels, so its loss space is the image itself.
+Two architectures behind one loader, told apart by the ``format`` key of the safetensors metadata:
+
+- ``"rtb-reference"`` (or no format key): the MSE-trained push-pull U-Net, ``model="reference"``;
+- ``"rtb-lama"``: the LaMa-style FFC generator trained with adversarial losses, ``model="reference-gan"``.
+
+Both are single-forward inpainters: deterministic, differentiable in the image, computing in pixels, so their
+loss space is the image itself.
 """
 
 from __future__ import annotations
@@ -9,20 +14,58 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from torch import nn
 
+from rtb.reference.lama import FORMAT as LAMA_FORMAT
+from rtb.reference.lama import LamaGenerator, load_lama_weights
 from rtb.reference.model import ReferenceNet, composite, load_weights
 from rtb.storage import fetch_to_cache, fingerprint
 
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 # The weights shipped inside the package (trained by ``jobs/train_reference.py``).
-PACKAGED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "reference.safetensors"
+PACKAGED_WEIGHTS = WEIGHTS_DIR / "reference.safetensors"
+# The GAN-trained LaMa-style candidate (``jobs/train_reference.py --arch lama-gan``, on a GPU).
+PACKAGED_GAN_WEIGHTS = WEIGHTS_DIR / "reference-gan.safetensors"
+REFERENCE_FORMAT = "rtb-reference"
+GAN_TRAINING_HINT = (
+    "train them on a GPU with `python jobs/train_reference.py --arch lama-gan --seed 0 --device cuda "
+    "--output rtb/weights/reference-gan.safetensors --checkpoint-dir out/reference-gan-ckpt` "
+    "(see docs/reference-model.md, 'The LaMa-style GAN candidate')"
+)
+
+
+def weights_format(path: str | Path) -> str:
+    """The architecture of a safetensors weights file: ``"rtb-reference"`` or ``"rtb-lama"``.
+
+    Raises ``ValueError`` naming ``path`` when it is not readable safetensors or names another architecture.
+    """
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except Exception as error:  # safetensors raises its own error types and OSError for bad bytes
+        raise ValueError(f"reference weights {str(path)!r} are not a readable safetensors file: {error}") from error
+    found = metadata.get("format", REFERENCE_FORMAT)
+    if found not in (REFERENCE_FORMAT, LAMA_FORMAT):
+        raise ValueError(f"weights {str(path)!r} are of an unknown architecture {found!r} "
+                         f"(expected {REFERENCE_FORMAT!r} or {LAMA_FORMAT!r})")
+    return found
+
+
+def load_network(path: str | Path) -> nn.Module:
+    """The network of a local safetensors file, of either architecture, float32, in eval mode."""
+    if weights_format(path) == LAMA_FORMAT:
+        return load_lama_weights(path)
+    return load_weights(path)
 
 
 class ReferenceInpainter:
-    """Satisfies :class:`rtb.inpainters.base.Inpainter` with a :class:`ReferenceNet`.
+    """Satisfies :class:`rtb.inpainters.base.Inpainter` with a :class:`ReferenceNet` or a :class:`LamaGenerator`.
 
     ``surrogate(x, m)`` and ``edit(x, m)`` take images ``N×3×H×W`` in [0, 1] and holes ``N×1×H×W``
-    (1 = fill), ``H`` and ``W`` multiples of 16, and return ``x·(1−m) + net(x·(1−m), m)·m`` with the
-    prediction clamped to [0, 1], in the dtype of ``x``.
+    (1 = fill), ``H`` and ``W`` multiples of ``size_multiple`` (16 for ``reference``, 8 for the default
+    ``reference-gan``), and return ``x·(1−m) + net(x·(1−m), m)·m`` with the prediction clamped to [0, 1], in the
+    dtype of ``x``. Name ``"reference"`` or ``"reference-gan"`` after the architecture.
     """
 
     name = "reference"
@@ -30,11 +73,13 @@ class ReferenceInpainter:
     native_size = 256
     has_vae = False
 
-    def __init__(self, net: ReferenceNet, fingerprint: str, device: torch.device, dtype: torch.dtype):
+    def __init__(self, net: ReferenceNet | LamaGenerator, fingerprint: str, device: torch.device, dtype: torch.dtype):
         self.net = net.to(device=device, dtype=dtype).eval().requires_grad_(False)
         self.fingerprint = fingerprint
         self.device = device
         self.dtype = dtype
+        self.size_multiple = net.config.size_multiple
+        self.name = "reference-gan" if isinstance(net, LamaGenerator) else "reference"
 
     def sample_noise(self, generators: list[torch.Generator], height: int, width: int) -> None:
         """Deterministic model: no randomness."""
@@ -82,16 +127,17 @@ def load_reference(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = torch.float32,
 ) -> ReferenceInpainter:
-    """Load the reference inpainter.
+    """Load a reference inpainter of either architecture (read from the file's metadata).
 
     Args:
-        weights: a safetensors file (local path or any fsspec URI); ``None`` loads the packaged weights.
+        weights: a safetensors file (local path or any fsspec URI); ``None`` loads the packaged ``reference``.
         device: where to run (default CUDA when available, else CPU).
-        dtype: ``torch.float32`` (also for ``None``) or ``torch.float64``.
+        dtype: ``torch.float32`` (also for ``None``) or ``torch.float64``; float16-stored weights are widened.
 
     Raises:
-        ValueError: naming the file when it is missing, not safetensors (truncated, garbage bytes) or does not
-            match the architecture (wrong tensor names or shapes); or for an unsupported dtype.
+        ValueError: naming the file when it is missing, not safetensors (truncated, garbage bytes), names an
+            unknown architecture, or does not match its architecture (config, tensor names or shapes); or for
+            an unsupported dtype.
     """
     dtype = torch.float32 if dtype is None else dtype
     if dtype not in (torch.float32, torch.float64):
@@ -99,6 +145,29 @@ def load_reference(
     path = fetch_to_cache(str(weights if weights is not None else PACKAGED_WEIGHTS))
     if not path.is_file():
         raise ValueError(f"reference weights {str(path)!r} are not a file")
-    net = load_weights(path)
+    net = load_network(path)
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
     return ReferenceInpainter(net, fingerprint(path), device, dtype)
+
+
+def load_reference_gan(
+    weights: str | Path | None = None,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = torch.float32,
+) -> ReferenceInpainter:
+    """Load the LaMa-style GAN inpainter (``model="reference-gan"``): the packaged weights by default.
+
+    Raises:
+        ValueError: when the packaged weights are not there (they are trained on a GPU; the message says how),
+            when the file is not of the LaMa-style architecture, and for every error of :func:`load_reference`.
+    """
+    if weights is None:
+        if not PACKAGED_GAN_WEIGHTS.is_file():
+            raise ValueError(f"reference-gan weights {str(PACKAGED_GAN_WEIGHTS)!r} are missing (not trained yet): "
+                             + GAN_TRAINING_HINT)
+        weights = PACKAGED_GAN_WEIGHTS
+    inpainter = load_reference(weights, device=device, dtype=dtype)
+    if inpainter.name != "reference-gan":
+        raise ValueError(f"weights {str(weights)!r} are not of the LaMa-style (reference-gan) architecture")
+    return inpainter
