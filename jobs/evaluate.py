@@ -172,7 +172,7 @@ def check_config(config: EvalConfig) -> None:
 
 def storage_options_for(uri: str, endpoint: str | None) -> dict:
     """fsspec options for ``uri`` (explicit, so every Ray worker uses the same endpoint and keys)."""
-    from jobs.protect import storage_options_for as protect_options
+    from jobs.storage import storage_options_for as protect_options
 
     return protect_options(uri, endpoint)
 
@@ -180,18 +180,34 @@ def storage_options_for(uri: str, endpoint: str | None) -> dict:
 def protected_ids(uri: str, storage_options: dict) -> dict[str, dict]:
     """``{id: metrics row}`` of the ids a protect run wrote successfully (``metrics/*.parquet``, status ok).
 
+    When the prefix has a current state (``state/CURRENT.json``, written by incremental runs), only the ids
+    whose protection stands are taken, each with the metrics row of the run that made it: an id that later
+    failed, or was pruned, has an older row but no current image.
+
     Raises ``ValueError`` when ``uri`` holds no metrics files.
     """
+    from jobs.state import read_current
+
     fs, root = catalog.url_to_fs(uri, storage_options)
     files = sorted(fs.glob(f"{root.rstrip('/')}/metrics/*.parquet"))
     if not files:
         raise ValueError(f"{uri!r} is not the output of a protect run: no metrics/*.parquet under it")
+    current = read_current(uri, storage_options)
+    record: dict[str, str] | None = None
+    if current:
+        record = {}
+        for path in current["files"]:
+            with fs.open(catalog.url_to_fs(path, storage_options)[1], "rb") as handle:
+                state = pq.read_table(handle, columns=["id", "run_id"])
+            record.update(zip(state.column("id").to_pylist(), state.column("run_id").to_pylist()))
     out: dict[str, dict] = {}
     for path in files:
         with fs.open(path, "rb") as handle:
             table = pq.read_table(handle)
         for row in table.to_pylist():
-            if row.get("status", "ok") == "ok" and row.get("id") is not None:
+            if row.get("status", "ok") != "ok" or row.get("id") is None:
+                continue
+            if record is None or record.get(row["id"]) == row.get("run_id"):
                 out[row["id"]] = row
     return out
 
@@ -336,7 +352,7 @@ class Evaluator:
 def _ray_batches(config: EvalConfig, fmt: str, files: list[str], wanted: set[str], options: dict, kwargs: dict):
     import ray
 
-    from jobs.protect import read_catalog, worker_env
+    from jobs.storage import read_catalog, worker_env
 
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS") or "local",

@@ -40,7 +40,7 @@ from jobs import state
 from jobs.config import METHODS, JobConfig, JobError, check_config, check_model, protect_config
 from jobs.manifest import build_manifest, one_line, summary_line
 from jobs.stages import Protector, decode_and_validate, write_images
-from jobs.storage import check_parquet_columns, read_catalog, start_ray, storage_options_for, worker_env  # noqa: F401 (worker_env: until jobs/evaluate.py imports it from jobs.storage)
+from jobs.storage import check_parquet_columns, read_catalog, start_ray, storage_options_for
 from rtb import catalog
 
 __all__ = ["JobConfig", "JobError", "METHODS", "main", "one_line", "protect_command", "run", "summary_line"]

@@ -108,6 +108,12 @@ def test_nightly_runs_recompute_only_what_changed(tmp_path, tiny_model):
     manifest = json.loads((out / "runs" / "n3.json").read_text())
     assert manifest["counts"] == counts and manifest["prior"]["state_run_id"] == "n2"
 
+    # 6. The evaluation takes each id's current record, not a stale row of an earlier run.
+    from jobs.evaluate import protected_ids
+
+    records = protected_ids(str(out), {})
+    assert sorted(records) == ["p0", "p1", "p2", "p9"] and {r["run_id"] for r in records.values()} == {"n5"}
+
 
 def test_eot_and_lossy_output_format_through_the_job(tmp_path, tiny_model):
     size = (48, 48)
