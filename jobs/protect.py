@@ -96,8 +96,11 @@ def run(config: JobConfig) -> dict:
         raise JobError(str(error)) from None
     run_id = config.run_id or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
     attempt = uuid.uuid4().hex[:8]
-    in_options = storage_options_for(config.input, config.s3_endpoint)
-    out_options = storage_options_for(config.output, config.s3_endpoint)
+    try:
+        in_options = storage_options_for(config.input, config.s3_endpoint)
+        out_options = storage_options_for(config.output, config.s3_endpoint)
+    except ValueError as error:
+        raise JobError(str(error)) from None
     try:
         files = catalog.list_files(config.input, in_options)
         fmt = catalog.detect_format(files, config.input) if config.format == "auto" else config.format

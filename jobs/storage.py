@@ -19,9 +19,10 @@ def storage_options_for(uri: str, endpoint: str | None) -> dict:
     """fsspec options for ``uri``, explicit so that every Ray worker uses the same endpoint, keys and retries."""
     if not str(uri).startswith(("s3://", "s3a://")):
         return {}
-    attempts = int(os.environ.get("RTB_S3_ATTEMPTS") or S3_ATTEMPTS)
-    if attempts < 1:
-        raise ValueError(f"RTB_S3_ATTEMPTS must be at least 1, got {attempts}")
+    raw = os.environ.get("RTB_S3_ATTEMPTS") or str(S3_ATTEMPTS)
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise ValueError(f"RTB_S3_ATTEMPTS must be a whole number of at least 1, got {raw!r}")
+    attempts = int(raw)
     options: dict = {"config_kwargs": {"retries": {"max_attempts": attempts, "mode": "standard"}}}
     endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     if endpoint:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 import pyarrow as pa
 from PIL import Image
 
@@ -55,3 +56,17 @@ def test_protector_records_a_failing_row_instead_of_raising(tiny_model):
     status = protected.to_pylist()
     assert [r["status"] for r in status] == ["error", "ok"]
     assert status[0]["stage"] == "protect" and "ValueError" in status[0]["error"]
+
+
+def test_s3_retries_are_bounded_and_a_bad_setting_is_named(monkeypatch):
+    from jobs.storage import S3_ATTEMPTS, storage_options_for
+
+    options = storage_options_for("s3://bucket/x", "http://127.0.0.1:9")
+    assert options["config_kwargs"]["retries"] == {"max_attempts": S3_ATTEMPTS, "mode": "standard"}
+    assert options["client_kwargs"]["endpoint_url"] == "http://127.0.0.1:9"
+    assert storage_options_for("/local/path", None) == {}
+    monkeypatch.setenv("RTB_S3_ATTEMPTS", "3")
+    assert storage_options_for("s3://bucket/x", None)["config_kwargs"]["retries"]["max_attempts"] == 3
+    monkeypatch.setenv("RTB_S3_ATTEMPTS", "many")
+    with pytest.raises(ValueError, match="RTB_S3_ATTEMPTS must be a whole number of at least 1, got 'many'"):
+        storage_options_for("s3://bucket/x", None)
