@@ -19,6 +19,8 @@ from torch import nn
 
 from rtb.reference.lama import FORMAT as LAMA_FORMAT
 from rtb.reference.lama import LamaGenerator, load_lama_weights
+from rtb.inpainters.speed import channels_last as to_channels_last
+from rtb.inpainters.speed import compile_with_fallback
 from rtb.reference.model import ReferenceNet, composite, load_weights
 from rtb.storage import fetch_to_cache, fingerprint
 
@@ -66,6 +68,11 @@ class ReferenceInpainter:
     (1 = fill), ``H`` and ``W`` multiples of ``size_multiple`` (16 for ``reference``, 8 for the default
     ``reference-gan``), and return ``x·(1−m) + net(x·(1−m), m)·m`` with the prediction clamped to [0, 1], in the
     dtype of ``x``. Name ``"reference"`` or ``"reference-gan"`` after the architecture.
+
+    Speed options (results equal up to float rounding): ``channels_last`` stores the weights and feeds the
+    inputs in the channels-last layout (``None``: on CPU, where it measured faster, see docs/benchmarks.md);
+    ``compile`` runs the network through ``torch.compile`` with an eager fallback
+    (:func:`rtb.inpainters.speed.compile_with_fallback`).
     """
 
     name = "reference"
@@ -73,13 +80,22 @@ class ReferenceInpainter:
     native_size = 256
     has_vae = False
 
-    def __init__(self, net: ReferenceNet | LamaGenerator, fingerprint: str, device: torch.device, dtype: torch.dtype):
+    def __init__(self, net: ReferenceNet | LamaGenerator, fingerprint: str, device: torch.device, dtype: torch.dtype,
+                 *, channels_last: bool | None = None, compile: bool = False):
+        for option, value in (("channels_last", channels_last), ("compile", compile)):
+            if value is not None and not isinstance(value, bool):
+                raise ValueError(f"{option} must be True or False, got {value!r}")
+        self.channels_last = device.type == "cpu" if channels_last is None else channels_last
         self.net = net.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        if self.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
         self.fingerprint = fingerprint
         self.device = device
         self.dtype = dtype
         self.size_multiple = net.config.size_multiple
         self.name = "reference-gan" if isinstance(net, LamaGenerator) else "reference"
+        # What runs the network: the module itself, or its compiled form with an eager fallback.
+        self.forward = compile_with_fallback(self.net, name=self.name) if compile else self.net
 
     def sample_noise(self, generators: list[torch.Generator], height: int, width: int) -> None:
         """Deterministic model: no randomness."""
@@ -98,7 +114,9 @@ class ReferenceInpainter:
         """Differentiable composited inpainting ``N×3×H×W`` (gradients flow to ``x``)."""
         self.check_inputs(x, m)
         xc, mc = x.to(self.dtype), m.to(self.dtype)
-        return composite(xc, mc, self.net(xc, mc)).to(x.dtype)
+        if self.channels_last:
+            xc, mc = to_channels_last(xc), to_channels_last(mc)
+        return composite(xc, mc, self.forward(xc, mc)).to(x.dtype).contiguous()
 
     def to_loss_space(self, images: torch.Tensor) -> torch.Tensor:
         return images
@@ -126,6 +144,8 @@ def load_reference(
     *,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = torch.float32,
+    channels_last: bool | None = None,
+    compile: bool = False,
 ) -> ReferenceInpainter:
     """Load a reference inpainter of either architecture (read from the file's metadata).
 
@@ -133,6 +153,8 @@ def load_reference(
         weights: a safetensors file (local path or any fsspec URI); ``None`` loads the packaged ``reference``.
         device: where to run (default CUDA when available, else CPU).
         dtype: ``torch.float32`` (also for ``None``) or ``torch.float64``; float16-stored weights are widened.
+        channels_last: channels-last weights and inputs (``None``: on CPU); speed only.
+        compile: run the network through ``torch.compile``, eager where compiling fails; speed only.
 
     Raises:
         ValueError: naming the file when it is missing, not safetensors (truncated, garbage bytes), names an
@@ -147,7 +169,7 @@ def load_reference(
         raise ValueError(f"reference weights {str(path)!r} are not a file")
     net = load_network(path)
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-    return ReferenceInpainter(net, fingerprint(path), device, dtype)
+    return ReferenceInpainter(net, fingerprint(path), device, dtype, channels_last=channels_last, compile=compile)
 
 
 def load_reference_gan(
@@ -155,6 +177,7 @@ def load_reference_gan(
     *,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = torch.float32,
+    **speed_options,
 ) -> ReferenceInpainter:
     """Load the LaMa-style GAN inpainter (``model="reference-gan"``): the packaged weights by default.
 
@@ -167,7 +190,7 @@ def load_reference_gan(
             raise ValueError(f"reference-gan weights {str(PACKAGED_GAN_WEIGHTS)!r} are missing (not trained yet): "
                              + GAN_TRAINING_HINT)
         weights = PACKAGED_GAN_WEIGHTS
-    inpainter = load_reference(weights, device=device, dtype=dtype)
+    inpainter = load_reference(weights, device=device, dtype=dtype, **speed_options)
     if inpainter.name != "reference-gan":
         raise ValueError(f"weights {str(weights)!r} are not of the LaMa-style (reference-gan) architecture")
     return inpainter
