@@ -41,6 +41,20 @@ Surrogates (``surrogate=`` at load; all three are also callable by name, see :me
 
 Randomness: :meth:`DiffusersInpainter.sample_noise` draws ``{"timestep": LongTensor[N], "noise": N×4×h×w}``,
 sample ``i`` only from ``generators[i]`` (``"unrolled"`` ignores ``timestep``).
+
+Speed options (``load_diffusers(..., channels_last=, compile=, gradient_checkpointing=, attention=)``)
+    They change how fast and in how much memory the surrogates run, never what they compute (beyond float
+    rounding), so they enter neither a config hash nor the fingerprint. ``channels_last`` keeps the UNet, the
+    VAE and their inputs in the channels-last layout; ``compile`` runs the surrogates' UNet and VAE-encoder calls
+    through :func:`rtb.inpainters.speed.compile_with_fallback` (eager when compiling fails; the VAE decoder
+    stays eager: compiled, its input gradient came out all zero on torch 2.13's CPU inductor);
+    ``gradient_checkpointing`` checkpoints the UNet's and the VAE's blocks (recomputed in the backward pass:
+    less memory, more compute; it matters most for ``"unrolled"``); ``attention`` is ``"sdpa"`` (diffusers'
+    default ``AttnProcessor2_0``, ``F.scaled_dot_product_attention``) or ``"classic"`` (``AttnProcessor``,
+    explicit softmax(QKᵀ)V). The real edit (:meth:`DiffusersInpainter.edit`) runs the pipeline's own modules,
+    so it sees the layout, checkpointing and attention choice but not the compiled calls. Whatever ``dtype``
+    the network computes in, inputs and outputs keep the caller's dtype: the optimizers keep δ, Adam's state
+    and the projection in float32.
 """
 
 from __future__ import annotations
@@ -52,6 +66,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from rtb.storage import fingerprint as weights_fingerprint
@@ -64,6 +79,55 @@ PIPELINES = ("StableDiffusionInpaintPipeline", "StableDiffusionXLInpaintPipeline
 # Real-edit defaults of the diffusers pipelines.
 EDIT_STEPS = 50
 EDIT_GUIDANCE = 7.5
+# Attention implementations of the `attention` option: diffusers' AttnProcessor2_0 (SDPA) or AttnProcessor.
+ATTENTION = ("sdpa", "classic")
+
+
+def check_speed_options(channels_last, compile, gradient_checkpointing, attention) -> None:
+    """Raise ``ValueError`` naming the bad value when a speed option is not a bool / a known attention."""
+    for key, value in (
+        ("channels_last", channels_last), ("compile", compile), ("gradient_checkpointing", gradient_checkpointing)
+    ):
+        if not isinstance(value, bool):
+            raise ValueError(f"{key} must be True or False, got {value!r}")
+    if attention not in ATTENTION:
+        raise ValueError(f"attention must be one of {', '.join(ATTENTION)}; got {attention!r}")
+
+
+class _UNetOutput(nn.Module):
+    """The UNet's output tensor: a module that returns a tensor, as ``compile_with_fallback`` needs."""
+
+    def __init__(self, unet: nn.Module) -> None:
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, sample, timestep, encoder_hidden_states, added_cond_kwargs=None) -> torch.Tensor:
+        return self.unet(
+            sample, timestep, encoder_hidden_states=encoder_hidden_states, added_cond_kwargs=added_cond_kwargs,
+            return_dict=False,
+        )[0]
+
+
+class _VaeMean(nn.Module):
+    """Images in [−1, 1] ``N×3×H×W`` → the VAE posterior mean ``N×4×H/8×W/8`` (unscaled)."""
+
+    def __init__(self, vae: nn.Module) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vae.encode(x).latent_dist.mean
+
+
+class _VaeDecode(nn.Module):
+    """Unscaled latents ``N×4×h×w`` → images in about [−1, 1] ``N×3×8h×8w``."""
+
+    def __init__(self, vae: nn.Module) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(z).sample
 
 
 @contextlib.contextmanager
@@ -104,7 +168,8 @@ class DiffusersInpainter:
     """A loaded SD-inpainting pipeline with differentiable surrogates. Build it with :func:`load_diffusers`.
 
     Attributes follow :class:`~rtb.inpainters.base.Inpainter`; in addition ``surrogate_mode`` (one of
-    ``SURROGATES``), ``unroll_steps`` and ``pipe`` (the diffusers pipeline, frozen, eval mode).
+    ``SURROGATES``), ``unroll_steps``, ``pipe`` (the diffusers pipeline, frozen, eval mode) and the speed
+    options ``channels_last``, ``compile``, ``gradient_checkpointing`` and ``attention`` (module docstring).
     """
 
     has_vae = True
@@ -117,6 +182,10 @@ class DiffusersInpainter:
         fingerprint: str,
         surrogate: str = "latent-x0",
         unroll_steps: int = 4,
+        channels_last: bool = False,
+        compile: bool = False,
+        gradient_checkpointing: bool = False,
+        attention: str = "sdpa",
     ) -> None:
         from diffusers import DDIMScheduler
 
@@ -124,6 +193,7 @@ class DiffusersInpainter:
             raise ValueError(f"surrogate must be one of {', '.join(SURROGATES)}; got {surrogate!r}")
         if not (isinstance(unroll_steps, int) and unroll_steps >= 1):
             raise ValueError(f"unroll_steps must be a positive integer, got {unroll_steps!r}")
+        check_speed_options(channels_last, compile, gradient_checkpointing, attention)
         self.pipe = pipe
         self.name = name
         self.fingerprint = fingerprint
@@ -151,6 +221,43 @@ class DiffusersInpainter:
         self._alphas = self._ddim.alphas_cumprod.to(self.device, torch.float32)
         self._final_alpha = float(self._ddim.final_alpha_cumprod)
         self._encode_empty_prompt()
+        self._set_speed_options(channels_last, compile, gradient_checkpointing, attention)
+
+    def _set_speed_options(self, channels_last: bool, compile: bool, gradient_checkpointing: bool,
+                           attention: str) -> None:
+        """Apply the speed options (module docstring) and build the surrogates' UNet / VAE calls."""
+        from diffusers.models.attention_processor import AttnProcessor
+
+        self.channels_last, self.compile = channels_last, compile
+        self.gradient_checkpointing, self.attention = gradient_checkpointing, attention
+        networks = (self.pipe.unet, self.pipe.vae)
+        for network in networks:
+            if attention == "classic":
+                network.set_attn_processor(AttnProcessor())
+            if channels_last:
+                network.to(memory_format=torch.channels_last)
+            if gradient_checkpointing:
+                network.enable_gradient_checkpointing()
+        calls = {"unet": _UNetOutput(self.pipe.unet), "vae-encoder": _VaeMean(self.pipe.vae),
+                 "vae-decoder": _VaeDecode(self.pipe.vae)}
+        if compile:
+            from rtb.inpainters.speed import compile_with_fallback
+
+            # Not the VAE decoder: compiled (inductor, torch 2.13, CPU) its up blocks returned an all-zero
+            # input gradient while the forward matched, which would silently stop the pixel surrogates.
+            for key in ("unet", "vae-encoder"):
+                calls[key] = compile_with_fallback(calls[key], name=f"{self.name} {key}")
+        self._unet, self._vae_mean, self._vae_decode = calls["unet"], calls["vae-encoder"], calls["vae-decoder"]
+        # Input signatures of the unrolled sampler's compiled UNet call already probed (see `unrolled`).
+        self._warm_unrolled: set[tuple] = set()
+
+    def _layout(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` in the networks' memory layout (channels-last when that option is on)."""
+        if not self.channels_last:
+            return tensor
+        from rtb.inpainters.speed import channels_last
+
+        return channels_last(tensor)
 
     # ---------------------------------------------------------------- conditioning
 
@@ -216,12 +323,12 @@ class DiffusersInpainter:
 
     def _encode(self, x_signed: torch.Tensor) -> torch.Tensor:
         """Scaled VAE mean of images in [−1, 1]; returns the compute dtype."""
-        posterior = self.pipe.vae.encode(x_signed.to(self._vae_dtype())).latent_dist
-        return (posterior.mean * self.scaling_factor).to(self.dtype)
+        mean = self._vae_mean(self._layout(x_signed.to(self._vae_dtype())))
+        return (mean * self.scaling_factor).to(self.dtype)
 
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents → images in [0, 1] (float32)."""
-        image = self.pipe.vae.decode(latents.to(self._vae_dtype()) / self.scaling_factor).sample
+        image = self._vae_decode(self._layout(latents.to(self._vae_dtype()) / self.scaling_factor))
         return ((image.float() + 1) / 2).clamp(0, 1)
 
     def _context(self, x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -278,8 +385,8 @@ class DiffusersInpainter:
         self, z_t: torch.Tensor, t: torch.Tensor, mask_latent: torch.Tensor, masked_latent: torch.Tensor, kwargs: dict
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One UNet call → (x̂0, ε̂), both in the compute dtype. ``t``: LongTensor[N]."""
-        model_input = torch.cat([z_t, mask_latent, masked_latent], dim=1).to(self.dtype)
-        out = self.pipe.unet(model_input, t, return_dict=False, **kwargs)[0].float()
+        model_input = self._layout(torch.cat([z_t, mask_latent, masked_latent], dim=1).to(self.dtype))
+        out = self._unet(model_input, t, **kwargs).float()
         alpha = self._alphas[t].view(-1, 1, 1, 1)
         z = z_t.float()
         if self.prediction_type == "epsilon":
@@ -349,6 +456,13 @@ class DiffusersInpainter:
             return (alpha_prev**0.5 * x0.float() + (1 - alpha_prev) ** 0.5 * eps.float()).to(self.dtype)
 
         z = (noise["noise"] * self._ddim.init_noise_sigma).to(self.dtype)
+        warm_key = (tuple(z.shape), masked_latent.dtype, masked_latent.requires_grad)
+        if self.compile and torch.is_grad_enabled() and warm_key not in self._warm_unrolled:
+            # compile_with_fallback probes each new input signature with a forward and a backward. Inside a
+            # checkpointed segment that probe would be saved but not recomputed (checkpoint then refuses
+            # the backward), so the first step of each signature runs once here, outside any checkpoint.
+            ddim_step(z, masked_latent, timesteps[0], self._final_alpha)
+            self._warm_unrolled.add(warm_key)
         for t in timesteps:
             previous = t - stride
             alpha_prev = float(self._alphas[previous]) if previous >= 0 else self._final_alpha
@@ -436,6 +550,10 @@ def load_diffusers(
     surrogate: str = "latent-x0",
     unroll_steps: int = 4,
     name: str | None = None,
+    channels_last: bool = False,
+    compile: bool = False,
+    gradient_checkpointing: bool = False,
+    attention: str = "sdpa",
 ) -> DiffusersInpainter:
     """Load a local SD-inpainting pipeline directory (``save_pretrained`` layout, safetensors only).
 
@@ -446,6 +564,10 @@ def load_diffusers(
         surrogate: one of ``SURROGATES`` (see the module docstring).
         unroll_steps: K of the ``"unrolled"`` surrogate.
         name: display name; default ``"diffusers:<path>"``.
+        channels_last: keep the UNet, the VAE and their inputs channels-last.
+        compile: run the surrogates' UNet and VAE-encoder calls through ``torch.compile`` (eager where it fails).
+        gradient_checkpointing: checkpoint the UNet's and the VAE's blocks (less memory, more compute).
+        attention: ``"sdpa"`` (diffusers' default ``AttnProcessor2_0``) or ``"classic"`` (``AttnProcessor``).
     Raises:
         ValueError naming the path or value: missing directory/index, unknown pipeline class, pickled-only
         weights, a UNet that is not a 9-channel inpainting UNet, a bad option.
@@ -459,6 +581,7 @@ def load_diffusers(
         raise ValueError(f"{str(path)!r} is not a diffusers pipeline directory (no model_index.json)")
     if surrogate not in SURROGATES:
         raise ValueError(f"surrogate must be one of {', '.join(SURROGATES)}; got {surrogate!r}")
+    check_speed_options(channels_last, compile, gradient_checkpointing, attention)
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
     if dtype is None:
         dtype = torch.float16 if device.type == "cuda" else torch.float32
@@ -501,4 +624,8 @@ def load_diffusers(
         fingerprint=weights_fingerprint(path),
         surrogate=surrogate,
         unroll_steps=unroll_steps,
+        channels_last=channels_last,
+        compile=compile,
+        gradient_checkpointing=gradient_checkpointing,
+        attention=attention,
     )
