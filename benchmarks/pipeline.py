@@ -26,7 +26,9 @@
      from the writers' own clocks); over the main thread's steady state (end of the first Protector call to
      the hand-off of the last) the fractions of wall time it waited on an empty input queue (*starved*: decode
      too slow) and on a full writer queue (*blocked*: encode/write too slow); GPU utilisation and memory
-     sampled every 0.2 s (NVML, else ``nvidia-smi``) over the same span, mean and 10th percentile.
+     sampled every 0.2 s (NVML, else ``nvidia-smi``) over the same span, mean and 10th percentile. Unlike
+     Ray's worker processes, the decode/encode threads here share the interpreter lock with the Protector's
+     thread, so this mode is, if anything, pessimistic about what the CPU stages cost the optimizer.
 
 Prints ``efficiency: X.XX`` (steady job rate / steady bare rate) as the last line.
 """

@@ -85,3 +85,30 @@ def test_gpu_sampler_reads_nvidia_smi_when_nvml_is_missing(pipeline, tmp_path, m
     summary = sampler.summary(began, time.perf_counter())
     assert re.match(r"mean (5|6)\d %, p10 40 %, min 40 % \(\d+ nvidia-smi samples every 0.05 s", summary), summary
     assert sampler.summary(0.0, 0.0 + 1e-9).startswith("n/a (no sample fell in the steady state")
+
+
+@pytest.mark.parametrize("slow_stage", ["decode_and_validate", "write_images"])
+def test_no_ray_mode_tells_a_slow_decode_from_a_slow_writer(pipeline, tmp_path, monkeypatch, slow_stage):
+    import jobs.stages
+    from rtb import catalog
+
+    # Shards of 3 rows, so that batches of 2 must be cut across shard boundaries as the job's repartition does.
+    rows = pipeline.build_catalog(8, 32)
+    catalog.write_shards(rows, str(tmp_path / "catalog"), rows_per_shard=3)
+    stage = getattr(jobs.stages, slow_stage)
+
+    def slow(*args, **kwargs):
+        time.sleep(0.4)
+        return stage(*args, **kwargs)
+
+    monkeypatch.setattr(jobs.stages, slow_stage, slow)
+    run = pipeline.run_no_ray(str(tmp_path / "catalog"), str(tmp_path / "out"), "reference", steps=1, batch_size=2,
+                              device="cpu", threads=None, decode_workers=1, encode_workers=1, queue_depth=1)
+
+    assert sorted(run["results"].column("id").to_pylist()) == sorted(row["id"] for row in rows)
+    assert set(run["results"].column("status").to_pylist()) == {"ok"}
+    # One 0.4 s stage against a Protector call of a few ms: the main thread waits most of its steady state,
+    # on the side that is slow.
+    waited, other = ("starved", "blocked") if slow_stage == "decode_and_validate" else ("blocked", "starved")
+    assert run[waited] > 0.6 and run[other] < 0.2 and run["busy"] < 0.4, run
+    assert run["gpu"] == "n/a (no CUDA)"
