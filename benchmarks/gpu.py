@@ -362,10 +362,11 @@ def main(argv: list[str] | None = None) -> None:
     peak = device_peak(device, args.peak_tflops)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"device {device_name} ({torch.get_num_threads()} threads), torch {torch.__version__}, "
-          f"bf16 peak {'n/a' if peak is None else f'{peak / 1e12:.0f} TFLOP/s'}; {args.steps} steps per timed "
+          f"bf16 peak {'n/a' if peak is None else f'{peak / 1e12:.0f} TFLOP/s'}; {args.steps} optimiser step(s) per timed "
           f"protection, batches {args.batches}, sizes {args.sizes}; CUDA graphs: not tried")
     x_all, m_all = load_inputs(max(args.batches), max(args.sizes))
     speedup_target = None  # (model, is_diffusers, case, size, inpainter, best row)
+    unloadable = set()  # models whose loader raised (printed once, then skipped)
 
     # 2. Each model, size and case: sweep the batches (the chosen levers, or each rung of the ladder).
     for model in args.model.split(","):
@@ -375,6 +376,8 @@ def main(argv: list[str] | None = None) -> None:
         except ValueError as error:
             parser.error(str(error))
         for size in args.sizes:
+            if model in unloadable:
+                break
             x = torch.nn.functional.interpolate(x_all, size=(size, size), mode="bilinear", antialias=True,
                                                 align_corners=False).clamp(0, 1).to(device)
             m = (torch.nn.functional.interpolate(m_all, size=(size, size), mode="nearest") > 0.5).float().to(device)
@@ -389,6 +392,7 @@ def main(argv: list[str] | None = None) -> None:
                         inpainter = load(model, is_diffusers, case, levers, args.unroll_steps)
                     except ValueError as error:
                         print(f"{model}: {error}")
+                        unloadable.add(model)
                         break
                     if flops is None or not args.levers:
                         flops = step_flops(inpainter, case, x, m)
