@@ -363,7 +363,9 @@ def main(argv: list[str] | None = None) -> None:
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"device {device_name} ({torch.get_num_threads()} threads), torch {torch.__version__}, "
           f"bf16 peak {'n/a' if peak is None else f'{peak / 1e12:.0f} TFLOP/s'}; {args.steps} optimiser step(s) per timed "
-          f"protection, batches {args.batches}, sizes {args.sizes}; CUDA graphs: not tried")
+          f"protection, batches {args.batches}, sizes {args.sizes}; TF32 matmul "
+          f"{torch.backends.cuda.matmul.allow_tf32}, cuDNN TF32 {torch.backends.cudnn.allow_tf32}; "
+          "CUDA graphs: not tried")
     x_all, m_all = load_inputs(max(args.batches), max(args.sizes))
     speedup_target = None  # (model, is_diffusers, case, size, inpainter, best row)
     unloadable = set()  # models whose loader raised (printed once, then skipped)
