@@ -179,9 +179,15 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def generators_for(x: torch.Tensor) -> list[torch.Generator]:
+    """One generator per image on the images' device, seeded from the image content as ``benchmarks/optimizer.py``
+    seeds its own (a CUDA method needs generators on the CUDA device)."""
+    return [torch.Generator(device=x.device).manual_seed(generator_for(xi.cpu(), 0).initial_seed()) for xi in x]
+
+
 def protect_batch(inpainter, case: Case, x, m, steps: int):
     """One protection of ``x`` (``B×3×H×W``) with ``steps`` steps; returns the ``MethodOutput``."""
-    generators = [generator_for(xi, 0) for xi in x]
+    generators = generators_for(x)
     if case.method == "rtb":
         return rtb.run(inpainter, x, m, ProtectConfig(eps=RTB_EPS, steps=steps), generators)
     return photoguard_encoder.run(inpainter, x, m, ProtectConfig(steps=steps), generators)
@@ -427,14 +433,19 @@ def main(argv: list[str] | None = None) -> None:
         return
     model, is_diffusers, case, size, fast, best = speedup_target
     images = args.loop_images or best.batch
-    x = torch.nn.functional.interpolate(x_all[:images], size=(size, size), mode="bilinear", antialias=True,
-                                        align_corners=False).clamp(0, 1).to(fast.device)
-    m = (torch.nn.functional.interpolate(m_all[:images], size=(size, size), mode="nearest") > 0.5).float().to(fast.device)
+    x, m = load_inputs(images, size)
+    x, m = x.to(fast.device), m.to(fast.device)
     plain = load(model, is_diffusers, case, PLAIN, args.unroll_steps)
     config = ProtectConfig(eps=RTB_EPS, steps=args.steps, batch_size=best.batch)
-    per_image_loop(plain, x[:1], m[:1], dataclasses.replace(config, steps=1))
-    loop_losses, loop_seconds = timed(plain.device, lambda: per_image_loop(plain, x, m, config))
-    batch_losses, batch_seconds = timed(fast.device, lambda: batched(fast, x, m, config))
+    try:
+        per_image_loop(plain, x[:1], m[:1], dataclasses.replace(config, steps=1))
+        loop_losses, loop_seconds = timed(plain.device, lambda: per_image_loop(plain, x, m, config))
+        batch_losses, batch_seconds = timed(fast.device, lambda: batched(fast, x, m, config))
+    except RuntimeError as error:  # out of memory, or a loop that draws δ on the CPU for CUDA images
+        print(f"the loop-vs-batched comparison (benchmarks/optimizer.py) failed on {x.device}: "
+              f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+        print("speedup: n/a")
+        return
     loop_rate, batch_rate = images / loop_seconds, images / batch_seconds
     agreement = float(np.mean(batch_losses) / np.mean(loop_losses))
     equal = math.isfinite(agreement) and 0.9 <= agreement <= 1.1
