@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,12 +135,17 @@ def build_components(architecture: Architecture) -> dict:
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+    # The tokenizer is read from the two files a CLIP tokenizer ships (vocab.json, merges.txt without merges),
+    # which every transformers version loads the same way.
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "vocab.json").write_text(json.dumps(byte_vocab()))
+        (Path(folder) / "merges.txt").write_text("#version: 0.2\n")
+        tokenizer = CLIPTokenizer.from_pretrained(folder, model_max_length=architecture.text["max_position_embeddings"])
     return {
         "unet": UNet2DConditionModel(**architecture.unet),
         "vae": AutoencoderKL(**architecture.vae),
         "text_encoder": CLIPTextModel(CLIPTextConfig(**architecture.text)),
-        "tokenizer": CLIPTokenizer(vocab=byte_vocab(), merges=[], model_max_length=architecture.text[
-            "max_position_embeddings"]),
+        "tokenizer": tokenizer,
         "scheduler": PNDMScheduler(**architecture.scheduler),
     }
 
