@@ -54,41 +54,56 @@ def load_inputs(count: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def generator_for(x: torch.Tensor, seed: int) -> torch.Generator:
-    digest = hashlib.sha256(str(seed).encode() + (x * 255).round().to(torch.uint8).numpy().tobytes())
-    return torch.Generator().manual_seed(int.from_bytes(digest.digest()[:8], "little") >> 1)
+    """The image's own generator, on the image's device (seeded from the seed and the pixels)."""
+    digest = hashlib.sha256(str(seed).encode() + (x.detach().cpu() * 255).round().to(torch.uint8).numpy().tobytes())
+    return torch.Generator(device=x.device).manual_seed(int.from_bytes(digest.digest()[:8], "little") >> 1)
 
 
 def per_image_loop(inpainter, x, m, config: ProtectConfig) -> list[float]:
-    """The authors' loop, one image at a time. Returns each image's final total loss."""
+    """The authors' loop, one image at a time. Returns each image's final total loss.
+
+    A stochastic (diffusion) surrogate gets the same per-image draws as the batched optimizer (drawn first from
+    the image's generator, cycled over the steps, the first one for the final losses), so the two can agree.
+    """
     eps, steps = config.eps, config.steps
     finals = []
     for i in range(x.shape[0]):
         xi, mi = x[i : i + 1], m[i : i + 1]
         generator = generator_for(xi[0], config.seed)
         holes = rtb.trigger_masks(mi, config)
-        target = make_targets(xi, config.target)
-        delta = (torch.rand(xi.shape[1:], generator=generator)[None] * config.init_high).clamp(-eps, eps)
+        weights = [inpainter.mask_to_loss_space(hole) for hole in holes]
+        with torch.no_grad():
+            target = inpainter.to_loss_space(make_targets(xi, config.target))
+        draws = []
+        for _ in range(config.surrogate_draws):
+            draws.append(inpainter.sample_noise([generator], xi.shape[-2], xi.shape[-1]))
+            if draws[-1] is None:
+                break
+        delta = (torch.rand(xi.shape[1:], generator=generator, device=xi.device)[None] * config.init_high).clamp(-eps, eps)
         delta = ((xi + delta).clamp(0, 1) - xi).requires_grad_(True)
         optimizer = torch.optim.Adam([delta], lr=config.lr, betas=config.betas, eps=rtb.ADAM_EPS)
-        for _ in range(steps):
+        for step in range(steps):
+            noise = draws[step % len(draws)]
             optimizer.zero_grad()
             with torch.no_grad():
-                clean_ring = inpainter.surrogate(xi, holes[2])  # recomputed every step
-            implant = rtb.masked_mse(inpainter.surrogate(xi + delta, holes[0]), target, holes[0])
+                clean_ring = inpainter.surrogate(xi, holes[2], noise)  # recomputed every step
+            implant = rtb.masked_mse(inpainter.surrogate(xi + delta, holes[0], noise), target, weights[0])
             implant.sum().backward()
-            expanded = rtb.masked_mse(inpainter.surrogate(xi + delta, holes[1]), target, holes[1])
+            expanded = rtb.masked_mse(inpainter.surrogate(xi + delta, holes[1], noise), target, weights[1])
             expanded.sum().backward()
-            hide = rtb.masked_mse(inpainter.surrogate(xi + delta, holes[2]), clean_ring, holes[2])
+            hide = rtb.masked_mse(inpainter.surrogate(xi + delta, holes[2], noise), clean_ring, weights[2])
             (config.hide_weight * hide).sum().backward()
             optimizer.step()
             with torch.no_grad():
                 delta.clamp_(-eps, eps)
                 delta.copy_((xi + delta).clamp(0, 1) - xi)
         with torch.no_grad():
+            noise = draws[0]
+            clean_ring = inpainter.surrogate(xi, holes[2], noise)
             losses = {
-                "implant": rtb.masked_mse(inpainter.surrogate(xi + delta, holes[0]), target, holes[0]),
-                "expanded": rtb.masked_mse(inpainter.surrogate(xi + delta, holes[1]), target, holes[1]),
-                "hide": rtb.masked_mse(inpainter.surrogate(xi + delta, holes[2]), clean_ring, holes[2]),
+                "implant": rtb.masked_mse(inpainter.surrogate(xi + delta, holes[0], noise), target, weights[0]),
+                "expanded": rtb.masked_mse(inpainter.surrogate(xi + delta, holes[1], noise), target, weights[1]),
+                "hide": rtb.masked_mse(inpainter.surrogate(xi + delta, holes[2], noise), clean_ring, weights[2]),
             }
         finals.append(float(rtb.total_loss(losses, config)[0]))
     return finals
