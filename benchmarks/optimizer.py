@@ -6,10 +6,10 @@ once, one forward of the 3B masked inputs per step, F(x, R) computed once. Same 
 and per-image initial δ, so the final losses must agree (±10%).
 
     python benchmarks/optimizer.py [--model reference] [--images 8] [--size 256] [--steps 20] [--batch-size 8]
-        [--threads T] [--channels-last auto|on|off] [--compile] [--cpu-groups G] [--levers]
+        [--threads T] [--channels-last auto|on|off] [--compile] [--levers]
 
 The loop runs the plain network (NCHW, eager); the batched side runs with the given speed options, or with
-``--levers`` with each CPU lever added in turn (channels-last, thread groups, torch.compile). Prints the rates,
+``--levers`` with each CPU lever added in turn (channels-last, torch.compile). Prints the rates,
 the final losses, and as the last line ``speedup: X.XX`` (the best batched setting over the loop).
 """
 
@@ -135,12 +135,12 @@ def pass_seconds(inpainter, x, m, batch: int, repeats: int = 2) -> float:
     return min(timings[1:]) / batch
 
 
-# The CPU levers of the batched optimizer, cumulative, in the order --levers measures them.
+# The CPU levers of the batched optimizer, cumulative, in the order --levers measures them. (Thread groups,
+# the batch split over Python threads with one torch thread each, measured ×0.97–1.02 and were removed.)
 LADDER = (
-    ("batched, NCHW, eager", {"channels_last": False}, 1),
-    ("+ channels-last", {"channels_last": True}, 1),
-    ("+ thread groups", {"channels_last": True}, None),  # None: one group per torch thread
-    ("+ torch.compile", {"channels_last": True, "compile": True}, None),
+    ("batched, NCHW, eager", {"channels_last": False}),
+    ("+ channels-last", {"channels_last": True}),
+    ("+ torch.compile", {"channels_last": True, "compile": True}),
 )
 
 
@@ -165,7 +165,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
                         help="layout of the batched side (auto: the backend's default)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the batched side's network")
-    parser.add_argument("--cpu-groups", type=int, default=1, help="ProtectConfig.cpu_groups of the batched side")
     parser.add_argument("--levers", action="store_true",
                         help="measure the CPU levers one by one, cumulatively, instead of one batched setting")
     args = parser.parse_args(argv)
@@ -181,12 +180,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"model {loop_inpainter.name} on {loop_inpainter.device} ({loop_inpainter.dtype}), {args.images} images "
           f"{args.size}², {args.steps} steps, batch {args.batch_size}, {threads} threads, torch {torch.__version__}")
     if args.levers:
-        rungs = [(name, options, groups or threads) for name, options, groups in LADDER]
+        rungs = list(LADDER)
     else:
         options = {} if args.channels_last == "auto" else {"channels_last": args.channels_last == "on"}
         if args.compile:
             options["compile"] = True
-        rungs = [(f"batched {options or ''} groups {args.cpu_groups}".replace("  ", " "), options, args.cpu_groups)]
+        rungs = [(f"batched {options or ''}".strip(), options)]
 
     def timed(fn, inpainter, run_config):
         if inpainter.device.type == "cuda":
@@ -206,9 +205,9 @@ def main(argv: list[str] | None = None) -> None:
 
     # 3. Each batched setting: load, warm up at the full batch (compilation happens here), time.
     previous, rates = None, []
-    for name, options, groups in rungs:
+    for name, options in rungs:
         inpainter = load_for(args.model, options)
-        run_config = dataclasses.replace(config, cpu_groups=groups)
+        run_config = config
         warm = time.perf_counter()
         batched(inpainter, x[: args.batch_size], m[: args.batch_size], dataclasses.replace(run_config, steps=1))
         warm = time.perf_counter() - warm

@@ -56,11 +56,6 @@ class ProtectConfig:
     max_side: int | None = None
     # Images optimised together in one batch (per-sample losses: the batch never changes a result).
     batch_size: int = 8
-    # CPU thread layout of the rtb optimizer: each batch is split into this many groups of images, each
-    # optimised on its own thread with an equal share of torch's threads (per-sample losses: results equal up
-    # to float rounding, so it is left out of config_hash). 1 = the whole batch on torch's threads. No effect
-    # on a GPU.
-    cpu_groups: int = 1
     # Base seed; each image's generator is seeded from it and the image's content.
     seed: int = 0
     # Surrogate draws (timestep and noise) cycled over the steps for stochastic (diffusion) backends;
@@ -81,8 +76,6 @@ class ProtectConfig:
             raise ValueError(f"target must be one of {', '.join(TARGETS)}; got {self.target!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size!r}")
-        if not (isinstance(self.cpu_groups, int) and self.cpu_groups >= 1):
-            raise ValueError(f"cpu_groups must be a positive integer, got {self.cpu_groups!r}")
         if self.max_side is not None and self.max_side < 16:
             raise ValueError(f"max_side must be at least 16 pixels, got {self.max_side!r}")
         if not (0.0 < self.max_mask_fraction <= 1.0):
@@ -97,11 +90,10 @@ def config_hash(config: ProtectConfig, method: str) -> str:
     """sha256 (hex) of the method name and every config field: equal hashes mean equal settings.
 
     ``eot`` enters as its canonical string and only when set, so configs without EOT keep the hashes they
-    had before the field existed. ``cpu_groups`` (a thread layout, not a setting of the result) never enters.
+    had before the field existed.
     """
     payload = {"method": method, **dataclasses.asdict(config)}
     payload.pop("eot")
-    payload.pop("cpu_groups")
     if config.eot:
         payload["eot"] = format_transforms(config.eot)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()

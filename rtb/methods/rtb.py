@@ -16,14 +16,10 @@ edit by ``F(t(x), R)``, so the trigger survives the re-encoding and resizing an 
 
 Unlike the authors' scripts, a batch of images is optimised at once with per-sample losses (the gradient
 of one image never depends on another), the masked passes of a step run as one forward, and the constant
-clean ring edit ``F(x, R)`` is computed once (once per surrogate draw). On a CPU the batch can also be split
-into thread groups (``ProtectConfig.cpu_groups``), each optimised on its own thread with its share of the
-cores: small convolutions use one core better than two.
+clean ring edit ``F(x, R)`` is computed once (once per surrogate draw).
 """
 
 from __future__ import annotations
-
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -51,20 +47,6 @@ def repeat_noise(noise, times: int):
     if noise is None:
         return None
     return {key: torch.cat([value] * times) for key, value in noise.items()}
-
-
-def slice_noise(noise, part: slice):
-    """The samples ``part`` of a per-sample draw (None stays None)."""
-    if noise is None:
-        return None
-    return {key: value[part] for key, value in noise.items()}
-
-
-def group_slices(n: int, groups: int) -> list[slice]:
-    """``n`` samples split into at most ``groups`` contiguous, near-equal, non-empty slices."""
-    groups = max(1, min(groups, n))
-    bounds = [round(i * n / groups) for i in range(groups + 1)]
-    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def trigger_masks(m: torch.Tensor, config: ProtectConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -153,67 +135,40 @@ def run(inpainter, x, m, config: ProtectConfig, generators: list[torch.Generator
     # 1. Constants: holes, loss-space weights, targets, surrogate draws and the clean ring edits.
     holes, weights, targets, draws = prepare(inpainter, x, m, config, generators, custom_targets)
 
-    # 2. δ ~ U[0, init_high] per sample from the sample's own generator, projected into the budget; one
-    #    leaf per thread group (Adam is elementwise, so one optimizer over the pieces is Adam over δ).
+    # 2. δ ~ U[0, init_high] per sample from the sample's own generator, projected into the budget.
     delta = torch.stack(
         [torch.rand(x.shape[1:], generator=g, device=x.device, dtype=x.dtype) for g in generators]
     )
     delta = ((delta * config.init_high).clamp(-eps, eps) + x).clamp(0, 1) - x
-    slices = group_slices(x.shape[0], config.cpu_groups if x.device.type == "cpu" else 1)
-    deltas = [delta[part].clone().requires_grad_(True) for part in slices]
-    optimizer = torch.optim.Adam(deltas, lr=config.lr, betas=config.betas, eps=ADAM_EPS)
-    threads = max(1, torch.get_num_threads() // len(slices))
-    pool = ThreadPoolExecutor(len(slices), thread_name_prefix="rtb-group") if len(slices) > 1 else None
-
-    def group_step(g: int, noise, clean_ring, augmented, picks) -> torch.Tensor:
-        """Forward and backward of the step's loss for thread group ``g``; its per-sample totals."""
-        if pool is not None:
-            torch.set_num_threads(threads)  # this thread's share of the cores (a per-thread setting)
-        part = slices[g]
-        x_adv = x[part] + deltas[g]
-        if picks is not None:
-            x_adv = apply_eot_batch(x_adv, picks[part])
-            with torch.no_grad():
-                clean_ring = inpainter.surrogate(apply_eot_batch(x[part], picks[part]), holes[2][part],
-                                                 slice_noise(noise, part))
-        else:
-            clean_ring = clean_ring[part]
-        losses = rtb_losses(inpainter, x_adv, [hole[part] for hole in holes], [weight[part] for weight in weights],
-                            targets[part], clean_ring, slice_noise(noise, part),
-                            [(hole[part], weight[part]) for hole, weight in augmented])
-        total = total_loss(losses, config)
-        total.sum().backward()
-        return total.detach()
+    delta.requires_grad_(True)
+    optimizer = torch.optim.Adam([delta], lr=config.lr, betas=config.betas, eps=ADAM_EPS)
 
     # 3. Optimise: one batched forward of the three holes (and any augmented holes, drawn afresh each
-    #    step) per step and group, per-sample losses summed. With EOT each sample's x + δ first goes through
-    #    its own transformation of the step, and the ring is held to the clean edit of the same
-    #    transformation. Every draw is made here, in sample order, whatever the grouping.
+    #    step) per step, per-sample losses summed. With EOT each sample's x + δ first goes through its own
+    #    transformation of the step, and the ring is held to the clean edit of the same transformation.
     history = torch.zeros(steps, x.shape[0], dtype=x.dtype)
-    try:
-        for step in range(steps):
-            noise, clean_ring = draws[step % len(draws)]
-            augmented = draw_augmented(inpainter, m, config, generators)
-            picks = [draw_eot(config.eot, g) for g in generators] if config.eot else None
-            optimizer.zero_grad(set_to_none=True)
-            args = (noise, clean_ring, augmented, picks)
-            if pool is None:
-                totals = [group_step(0, *args)]
-            else:
-                totals = list(pool.map(lambda g: group_step(g, *args), range(len(slices))))
-            history[step] = torch.cat(totals).cpu()
-            optimizer.step()
-            # 4. Project: ‖δ‖∞ ≤ ε and x + δ in [0, 1].
+    for step in range(steps):
+        noise, clean_ring = draws[step % len(draws)]
+        augmented = draw_augmented(inpainter, m, config, generators)
+        x_adv = x + delta
+        if config.eot:
+            picks = [draw_eot(config.eot, g) for g in generators]
+            x_adv = apply_eot_batch(x_adv, picks)
             with torch.no_grad():
-                for part, piece in zip(slices, deltas):
-                    piece.clamp_(-eps, eps)
-                    piece.copy_((x[part] + piece).clamp(0, 1) - x[part])
-    finally:
-        if pool is not None:
-            pool.shutdown()
+                clean_ring = inpainter.surrogate(apply_eot_batch(x, picks), holes[2], noise)
+        losses = rtb_losses(inpainter, x_adv, holes, weights, targets, clean_ring, noise, augmented)
+        total = total_loss(losses, config)
+        history[step] = total.detach().cpu()
+        optimizer.zero_grad(set_to_none=True)
+        total.sum().backward()
+        optimizer.step()
+        # 4. Project: ‖δ‖∞ ≤ ε and x + δ in [0, 1].
+        with torch.no_grad():
+            delta.clamp_(-eps, eps)
+            delta.copy_((x + delta).clamp(0, 1) - x)
 
     # 5. Final losses at the final δ (first draw).
-    delta = torch.cat([piece.detach() for piece in deltas])
+    delta = delta.detach()
     final = evaluate(inpainter, x, delta, holes, weights, targets, draws[0])
     return MethodOutput(delta=delta, losses=final, history=history)
 

@@ -1,6 +1,5 @@
-"""The rtb optimizer on the tiny sensitive network: thread groups change nothing but the speed, and
-expectation over transformation — what JPEG and resizing take away, and what EOT gives back (the real codecs
-of the evaluation, measured with the evaluation's own code)."""
+"""Expectation over transformation on the tiny sensitive network: what JPEG and resizing take away, and what
+EOT gives back (the real codecs of the evaluation, measured with the evaluation's own code)."""
 
 from __future__ import annotations
 
@@ -8,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from rtb import ProtectConfig, config_hash, load_inpainter, protect
+from rtb import ProtectConfig, load_inpainter, protect
 from rtb.evaluation.edits import EditConfig, evaluate_image
 from rtb.images import to_tensor
 from tests.test_protect import sample
@@ -38,29 +37,6 @@ def exact_hole(model, pairs, protected) -> dict[str, tuple[float, float]]:
             values.append((row["hole_ssim"], row["target_distance"]))
         out[transform] = tuple(np.mean(values, axis=0))
     return out
-
-
-@pytest.mark.parametrize("options", [{}, {"eot": "jpeg:60-95,resize:0.5-1.0", "augment_holes": 1}])
-def test_thread_groups_give_the_same_protection_as_one_batch(model, options):
-    pairs = [sample(i, size=(64, 64)) for i in range(5)]
-    images, masks = [p[0] for p in pairs], [p[1] for p in pairs]
-    results = {
-        groups: protect(images, masks, model=model, config=ProtectConfig(steps=4, batch_size=5, cpu_groups=groups, **options))
-        for groups in (1, 2, 5)
-    }
-    for groups in (2, 5):
-        for one, grouped in zip(results[1].stats, results[groups].stats):
-            assert grouped.loss_history == pytest.approx(one.loss_history, rel=1e-4)
-            assert grouped.loss_implant == pytest.approx(one.loss_implant, rel=1e-4)
-        for one, grouped in zip(results[1].images, results[groups].images):
-            assert np.abs(np.asarray(one, dtype=int) - np.asarray(grouped, dtype=int)).max() <= 1
-
-
-def test_cpu_groups_is_validated_and_left_out_of_the_config_hash():
-    assert config_hash(ProtectConfig(cpu_groups=4), "rtb") == config_hash(ProtectConfig(), "rtb")
-    for bad in (0, -1, 1.5):
-        with pytest.raises(ValueError, match=f"cpu_groups must be a positive integer, got {bad!r}"):
-            ProtectConfig(cpu_groups=bad)
 
 
 def test_jpeg_and_resizing_weaken_rtb_and_eot_restores_part_of_it(model):
