@@ -350,15 +350,14 @@ def run_no_ray(catalog_dir: str, output: str, model: str, steps: int, batch_size
     """
     import pyarrow as pa
 
-    from jobs.config import JobConfig, protect_config
+    from jobs.config import JobConfig, key_salt, protect_config
     from jobs.stages import Protector, decode_and_validate, write_images
 
     began = time.perf_counter()
     # 1. The actor's code, on the device and threads the job would give it; the model is loaded once.
-    config = protect_config(JobConfig(input=catalog_dir, output=output, model=model, steps=steps,
-                                      batch_size=batch_size))
-    protector = Protector(model=model, config=config, threads=threads, device=device)
-    salt = f"{protector.config_hash}:{protector.inpainter.fingerprint}"
+    job = JobConfig(input=catalog_dir, output=output, model=model, steps=steps, batch_size=batch_size)
+    protector = Protector(model=model, config=protect_config(job), threads=threads, device=device)
+    salt = key_salt(job, protector.inpainter.fingerprint)
     loaded = time.perf_counter()
     sampler = GpuSampler(gpu_selector()).start() if device == "cuda" else None
 

@@ -132,6 +132,18 @@ def protect_config(config: JobConfig):
                          augment_holes=config.augment_holes, eot=config.eot or ())
 
 
+def key_salt(config: JobConfig, fingerprint: str) -> str:
+    """What besides the bytes decides a protection: the settings and the model. The batch size is left out:
+    it never changes a result (per-sample losses and seeds, tested in tests/test_protect.py)."""
+    import dataclasses
+
+    from rtb import config_hash
+    from rtb.transforms import parse_output_format
+
+    settings = dataclasses.replace(protect_config(config), batch_size=1)
+    return f"{config_hash(settings, config.method)}:{fingerprint}:{parse_output_format(config.output_format)}"
+
+
 def check_model(spec: str, method: str, storage_options: dict) -> str:
     """Fail fast, before any Ray work, on a model that will not load; returns its fingerprint.
 

@@ -37,7 +37,7 @@ if __package__ in (None, ""):  # `python jobs/protect.py` (ray job submit): make
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jobs import state
-from jobs.config import METHODS, JobConfig, JobError, check_config, check_model, protect_config
+from jobs.config import METHODS, JobConfig, JobError, check_config, check_model, key_salt, protect_config
 from jobs.manifest import build_manifest, one_line, summary_line
 from jobs.stages import Protector, decode_and_validate, write_images
 from jobs.storage import check_parquet_columns, read_catalog, start_ray, storage_options_for
@@ -69,19 +69,6 @@ def cpu_threads(actors: int) -> int:
 
     cpus = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
     return max(1, (cpus - 1) // actors)
-
-
-def key_salt(config: JobConfig, fingerprint: str) -> str:
-    """What besides the bytes decides a protection: the settings and the model. The batch size is left out:
-    it never changes a result (per-sample losses and seeds, tested in tests/test_protect.py)."""
-    import dataclasses
-
-    from rtb import config_hash
-
-    from rtb.transforms import parse_output_format
-
-    settings = dataclasses.replace(protect_config(config), batch_size=1)
-    return f"{config_hash(settings, config.method)}:{fingerprint}:{parse_output_format(config.output_format)}"
 
 
 def run(config: JobConfig) -> dict:
