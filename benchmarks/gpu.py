@@ -39,7 +39,6 @@ import dataclasses
 import gc
 import math
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # benchmarks/ is a namespace package under the repository root
     sys.path.insert(0, str(REPO))
 
-from benchmarks.optimizer import batched, generator_for, load_inputs, per_image_loop  # noqa: E402
+from benchmarks.optimizer import batched, generator_for, load_inputs, per_image_loop, timed  # noqa: E402
 from rtb import ProtectConfig, load_inpainter  # noqa: E402
 from rtb.methods import photoguard_encoder, rtb  # noqa: E402
 
@@ -174,31 +173,12 @@ def parse_list(text: str, kind=int) -> list:
     return values
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def generators_for(x: torch.Tensor) -> list[torch.Generator]:
-    """One generator per image on the images' device, seeded from the image content as ``benchmarks/optimizer.py``
-    seeds its own (a CUDA method needs generators on the CUDA device)."""
-    return [torch.Generator(device=x.device).manual_seed(generator_for(xi.cpu(), 0).initial_seed()) for xi in x]
-
-
 def protect_batch(inpainter, case: Case, x, m, steps: int):
     """One protection of ``x`` (``B×3×H×W``) with ``steps`` steps; returns the ``MethodOutput``."""
-    generators = generators_for(x)
+    generators = [generator_for(xi, 0) for xi in x]  # on the images' device, seeded from their content
     if case.method == "rtb":
         return rtb.run(inpainter, x, m, ProtectConfig(eps=RTB_EPS, steps=steps), generators)
     return photoguard_encoder.run(inpainter, x, m, ProtectConfig(steps=steps), generators)
-
-
-def timed(device, fn):
-    synchronize(device)
-    start = time.perf_counter()
-    result = fn()
-    synchronize(device)
-    return result, time.perf_counter() - start
 
 
 def step_flops(inpainter, case: Case, x, m) -> float:

@@ -59,6 +59,21 @@ def generator_for(x: torch.Tensor, seed: int) -> torch.Generator:
     return torch.Generator(device=x.device).manual_seed(int.from_bytes(digest.digest()[:8], "little") >> 1)
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously; a CPU has nothing to wait for)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(device: torch.device, fn):
+    """``(fn(), seconds)``, the device synchronised before and after."""
+    synchronize(device)
+    start = time.perf_counter()
+    result = fn()
+    synchronize(device)
+    return result, time.perf_counter() - start
+
+
 def per_image_loop(inpainter, x, m, config: ProtectConfig) -> list[float]:
     """The authors' loop, one image at a time. Returns each image's final total loss.
 
@@ -129,8 +144,7 @@ def pass_seconds(inpainter, x, m, batch: int, repeats: int = 2) -> float:
     for _ in range(repeats + 1):
         start = time.perf_counter()
         inpainter.surrogate(xb + delta, mb).square().mean().backward()
-        if inpainter.device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(inpainter.device)
         timings.append(time.perf_counter() - start)
     return min(timings[1:]) / batch
 
@@ -187,18 +201,9 @@ def main(argv: list[str] | None = None) -> None:
             options["compile"] = True
         rungs = [(f"batched {options or ''}".strip(), options)]
 
-    def timed(fn, inpainter, run_config):
-        if inpainter.device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        finals = fn(inpainter, x, m, run_config)
-        if inpainter.device.type == "cuda":
-            torch.cuda.synchronize()
-        return finals, time.perf_counter() - start
-
     # 2. The authors' loop: warm up once (allocator, kernels), then time it.
     per_image_loop(loop_inpainter, x[:1], m[:1], ProtectConfig(eps=0.025, steps=1))
-    loop_losses, loop_seconds = timed(per_image_loop, loop_inpainter, config)
+    loop_losses, loop_seconds = timed(loop_inpainter.device, lambda: per_image_loop(loop_inpainter, x, m, config))
     loop_rate = args.images / loop_seconds
     print(f"per-image loop (authors'): {loop_rate:8.3f} images/s  ({loop_seconds:.1f} s)  "
           f"mean final loss {np.mean(loop_losses):.5f}")
@@ -207,11 +212,10 @@ def main(argv: list[str] | None = None) -> None:
     previous, rates = None, []
     for name, options in rungs:
         inpainter = load_for(args.model, options)
-        run_config = config
         warm = time.perf_counter()
-        batched(inpainter, x[: args.batch_size], m[: args.batch_size], dataclasses.replace(run_config, steps=1))
+        batched(inpainter, x[: args.batch_size], m[: args.batch_size], dataclasses.replace(config, steps=1))
         warm = time.perf_counter() - warm
-        losses, seconds = timed(batched, inpainter, run_config)
+        losses, seconds = timed(inpainter.device, lambda: batched(inpainter, x, m, config))
         rate = args.images / seconds
         agreement = float(np.mean(losses) / np.mean(loop_losses))
         step = f", ×{rate / previous:.2f} on the previous" if previous else ""

@@ -1,8 +1,8 @@
 """A tiny random Stable Diffusion inpainting pipeline, saved like a real one, for CPU tests.
 
 Everything is built locally (no model hub): a 9-channel UNet, a 4-level VAE (scale factor 8, like SD), a
-2-layer CLIP text encoder and a byte-level CLIP tokenizer from a vocabulary written here. Images of 32×32
-give 4×4 latents, so one surrogate call takes milliseconds on a CPU.
+2-layer CLIP text encoder and a byte-level CLIP tokenizer (the vocabulary of benchmarks/build_sd15_inpaint.py).
+Images of 32×32 give 4×4 latents, so one surrogate call takes milliseconds on a CPU.
 """
 
 from __future__ import annotations
@@ -11,18 +11,10 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.build_sd15_inpaint import byte_vocab
+
 # Side of the images the tiny model is meant for (unet sample_size 4 × vae scale factor 8).
 TINY_SIZE = 32
-
-
-def _byte_vocab() -> dict[str, int]:
-    """A CLIP vocabulary of the 256 byte symbols, alone and word-final, plus the two special tokens."""
-    # Byte-level BPE shows printable bytes as themselves and shifts the others past 255 (GPT-2 convention).
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    shifted = [b for b in range(256) if b not in printable]
-    symbols = [chr(b) for b in printable] + [chr(256 + i) for i in range(len(shifted))]
-    tokens = symbols + [s + "</w>" for s in symbols] + ["<|startoftext|>", "<|endoftext|>"]
-    return {token: index for index, token in enumerate(tokens)}
 
 
 def _tiny_vae():
@@ -43,7 +35,7 @@ def _tiny_vae():
 
 
 def _tiny_text_config(**extra):
-    """A 2-layer, 32-wide CLIP text encoder config over :func:`_byte_vocab` (``extra`` adds fields)."""
+    """A 2-layer, 32-wide CLIP text encoder config over :func:`byte_vocab` (``extra`` adds fields)."""
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(
@@ -109,7 +101,7 @@ def build_tiny_inpaint_pipeline(path: str | Path, scheduler: str = "ddim"):
     vae = _tiny_vae()
     text_config = _tiny_text_config()
     text_encoder = CLIPTextModel(text_config)
-    tokenizer = CLIPTokenizer(vocab=_byte_vocab(), merges=[], model_max_length=77)
+    tokenizer = CLIPTokenizer(vocab=byte_vocab(), merges=[], model_max_length=77)
     schedule = dict(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1, set_alpha_to_one=False
     )
@@ -172,8 +164,8 @@ def build_tiny_sdxl_inpaint_pipeline(path: str | Path):
         vae=vae,
         text_encoder=CLIPTextModel(text_config),
         text_encoder_2=CLIPTextModelWithProjection(text_config),
-        tokenizer=CLIPTokenizer(vocab=_byte_vocab(), merges=[], model_max_length=77),
-        tokenizer_2=CLIPTokenizer(vocab=_byte_vocab(), merges=[], model_max_length=77),
+        tokenizer=CLIPTokenizer(vocab=byte_vocab(), merges=[], model_max_length=77),
+        tokenizer_2=CLIPTokenizer(vocab=byte_vocab(), merges=[], model_max_length=77),
         unet=unet,
         scheduler=EulerDiscreteScheduler(
             beta_start=0.00085,

@@ -69,6 +69,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from rtb.inpainters.speed import channels_last as to_channels_last
+from rtb.inpainters.speed import compile_with_fallback
 from rtb.storage import fingerprint as weights_fingerprint
 
 SURROGATES = ("latent-x0", "pixel-x0", "unrolled")
@@ -241,8 +243,6 @@ class DiffusersInpainter:
         calls = {"unet": _UNetOutput(self.pipe.unet), "vae-encoder": _VaeMean(self.pipe.vae),
                  "vae-decoder": _VaeDecode(self.pipe.vae)}
         if compile:
-            from rtb.inpainters.speed import compile_with_fallback
-
             # Not the VAE decoder: compiled (inductor, torch 2.13, CPU) its up blocks returned an all-zero
             # input gradient while the forward matched, which would silently stop the pixel surrogates.
             for key in ("unet", "vae-encoder"):
@@ -255,9 +255,7 @@ class DiffusersInpainter:
         """``tensor`` in the networks' memory layout (channels-last when that option is on)."""
         if not self.channels_last:
             return tensor
-        from rtb.inpainters.speed import channels_last
-
-        return channels_last(tensor)
+        return to_channels_last(tensor)
 
     # ---------------------------------------------------------------- conditioning
 
