@@ -17,13 +17,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as `python benchmarks/build_sd15_inpaint.py`
+    sys.path.insert(0, str(REPO))
+
+from rtb_train.tokenizer import write_byte_tokenizer  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -34,7 +40,7 @@ class Architecture:
     unet: dict
     # AutoencoderKL(**vae): the latent autoencoder (scale factor 2^(levels − 1)).
     vae: dict
-    # CLIPTextConfig(**text): the text encoder (token ids must fit the byte vocabulary of `byte_vocab`).
+    # CLIPTextConfig(**text): the text encoder (token ids must fit the byte vocabulary of `rtb_train.tokenizer.byte_vocab`).
     text: dict
     # PNDMScheduler(**scheduler): the noise schedule the pipeline edits with.
     scheduler: dict
@@ -115,17 +121,6 @@ TINY = dataclasses.replace(
 ARCHITECTURES = {"full": FULL, "tiny": TINY}
 
 
-def byte_vocab() -> dict[str, int]:
-    """A CLIP vocabulary of the 256 byte symbols, alone and word-final, plus ``<|startoftext|>`` (512) and
-    ``<|endoftext|>`` (513): enough for byte-level BPE without merges."""
-    # Byte-level BPE shows printable bytes as themselves and the others as chr(256 + i) (GPT-2 convention).
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    shifted = [b for b in range(256) if b not in printable]
-    symbols = [chr(b) for b in printable] + [chr(256 + i) for i in range(len(shifted))]
-    tokens = symbols + [s + "</w>" for s in symbols] + ["<|startoftext|>", "<|endoftext|>"]
-    return {token: index for index, token in enumerate(tokens)}
-
-
 def build_components(architecture: Architecture) -> dict:
     """The pipeline's networks and scheduler, randomly initialised (on the current default device).
 
@@ -138,8 +133,7 @@ def build_components(architecture: Architecture) -> dict:
     # The tokenizer is read from the two files a CLIP tokenizer ships (vocab.json, merges.txt without merges),
     # which every transformers version loads the same way.
     with tempfile.TemporaryDirectory() as folder:
-        (Path(folder) / "vocab.json").write_text(json.dumps(byte_vocab()))
-        (Path(folder) / "merges.txt").write_text("#version: 0.2\n")
+        write_byte_tokenizer(folder)
         tokenizer = CLIPTokenizer.from_pretrained(folder, model_max_length=architecture.text["max_position_embeddings"])
     return {
         "unet": UNet2DConditionModel(**architecture.unet),

@@ -1,6 +1,6 @@
 """Efficacy of RTB on the reference model: the goals table of docs/efficacy.md, one row per (set, variant).
 
-For each evaluation set (the bundled sample catalog, the held-out catalog of :mod:`rtb.evaluation.heldout`)
+For each evaluation set (the bundled sample catalog, the held-out catalog of :mod:`rtb_train.heldout`)
 it protects every image with RTB under each variant and once with the ``noise`` control at the same ε, writes
 the protect-run layout (``images/<id>.png``, ``metrics/*.parquet``), runs the evaluation job in-process
 (``jobs.evaluate.run``, ``--runner local``) and prints the medians the goals are stated on::
@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jobs.evaluate import EvalConfig, run  # noqa: E402
 from rtb import ProtectConfig, catalog, load_inpainter, protect  # noqa: E402
-from rtb.evaluation.heldout import make_heldout  # noqa: E402
+from rtb_train.heldout import make_heldout  # noqa: E402
 from rtb.evaluation.report import GOALS, median  # noqa: E402
 from rtb.transforms import format_transforms, parse_transforms  # noqa: E402
 from rtb.images import decode_image, decode_mask  # noqa: E402

@@ -2,7 +2,7 @@
 
     python benchmarks/nightly.py --images 200 --size 128 --steps 10 [--memory]
 
-1. Builds a pairs catalog of N procedural catalog images (``rtb.reference.data.procedural_image``, never the
+1. Builds a pairs catalog of N procedural catalog images (``rtb_train.data.procedural_image``, never the
    held-out set) with rectangle masks.
 2. Night 1: ``python jobs/protect.py`` protects all of it (a fresh process with its own local Ray, as a
    scheduled run is).
@@ -34,7 +34,7 @@ from PIL import Image, ImageDraw
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from rtb.reference.data import procedural_image  # noqa: E402
+from rtb_train.data import procedural_image  # noqa: E402
 
 
 def png(array: np.ndarray) -> bytes:

@@ -3,7 +3,7 @@
     python benchmarks/reference_quality.py [--model reference|reference-gan|FILE.safetensors] [--images DIR]
 
 DIR is any folder of PNG/JPEG images (each centre-cropped to a square and resized to 256×256); without it the
-held-out set of ``rtb.reference.data.heldout_images`` is used (never seen in training). One hole per image,
+held-out set of ``rtb_train.data.heldout_images`` is used (never seen in training). One hole per image,
 drawn with a fixed seed, 5–25% of the area, alternating boxes and free-form strokes. Hole PSNR is the PSNR
 over hole pixels only, averaged over images.
 
@@ -29,7 +29,7 @@ from PIL import Image
 from skimage.restoration import inpaint_biharmonic
 
 from rtb.inpainters import load_inpainter
-from rtb.reference.data import heldout_images, random_mask
+from rtb_train.data import heldout_images, random_mask
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MASK_KINDS = ("boxes", "strokes")

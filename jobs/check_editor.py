@@ -9,7 +9,7 @@ On the first ``--limit`` usable images of ``--images`` (default: the bundled sam
 with the noise control at the same ε, runs the malicious ``exact`` edit of the clean, RTB and noise image with
 the same editor and seed, and prints one row per image (gain = RMS change of the fill over ε, exact
 hole-SSIM, target distance) and a one-line verdict: ``steerable`` or ``not steerable``, by the rule of
-:mod:`rtb.steerability` (``docs/steerability.md``). It runs in this process (a few images; no Ray).
+:mod:`rtb.evaluation.steerability` (``docs/steerability.md``). It runs in this process (a few images; no Ray).
 
 Exit status: 0 after a verdict (either one), 2 with a one-line reason when it could not run (bad arguments,
 unreadable images, a model that does not load or fails).
@@ -99,7 +99,7 @@ def load_images(uri: str, limit: int, options: dict):
 
 def format_report(result, source: str, skipped=()) -> list[str]:
     """The lines printed for a check: header, one row per image, the medians, the verdict and the rule."""
-    from rtb import steerability as st
+    from rtb.evaluation import steerability as st
 
     lines = [f"rtb check-editor: {result.model} (weights {result.fingerprint[:12]}…) on {result.device}; "
              f"{len(result.images)} image(s) from {source}; ε {result.eps:g}, {result.steps} RTB steps, seed {result.seed}"]
@@ -140,15 +140,15 @@ def _reason(error: BaseException) -> str:
 def check_editor(model, images_uri, eps, limit, steps, seed, s3_endpoint) -> None:
     """Protect a few images with RTB and with noise, edit them, and say whether RTB can steer this editor."""
     from rtb import load_inpainter
-    from rtb.steerability import check_editor as run_check
-    from rtb.steerability import check_eps
+    from rtb.evaluation.steerability import check_editor as run_check
+    from rtb.methods import check_budget
 
     source = images_uri or str(SAMPLES)
     shown = images_uri or "the bundled samples"
     try:
         # 1. Arguments, then the model (fail fast, before reading images), then the images.
         try:
-            check_eps(eps)
+            check_budget("rtb", eps)
         except ValueError as error:
             raise CheckError(f"--eps: {error}") from None
         if limit < 1:

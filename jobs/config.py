@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 from rtb import catalog
 
-METHODS = ("rtb", "photoguard-encoder", "photoguard-diffusion", "noise")
+from rtb.methods import METHODS as METHOD_TABLE
+
+METHODS = tuple(METHOD_TABLE)
 
 
 @dataclass(frozen=True)
@@ -153,7 +155,7 @@ def check_model(spec: str, method: str, storage_options: dict) -> str:
     actors do): the fingerprint is part of every row's content key, so it must be known before the run.
     """
     from rtb import load_inpainter
-    from rtb.protect import VAE_METHODS
+    from rtb.methods import get_method
     from rtb.storage import fetch_to_cache, fingerprint
 
     if spec not in ("reference", "reference-gan"):
@@ -164,7 +166,7 @@ def check_model(spec: str, method: str, storage_options: dict) -> str:
             if not fs.exists(path.rstrip("/") + "/model_index.json"):
                 raise ValueError(f"--model {spec!r} is a directory without model_index.json (not a diffusers pipeline)")
             return fingerprint(fetch_to_cache(spec, None, storage_options))
-    if method in VAE_METHODS:
+    if get_method(method).NEEDS_VAE:
         raise ValueError(f"--method {method!r} needs a diffusers model directory (with a VAE); got --model {spec!r}")
     try:
         return load_inpainter(spec, device="cpu", storage_options=storage_options).fingerprint

@@ -30,11 +30,11 @@ def build_manifest(config: JobConfig, resolved: dict, counts: dict, fingerprints
                    files_written: list[str], times: tuple[float, float, float], extra: dict | None = None) -> dict:
     """The run manifest: resolved config, model fingerprint, versions, counts, files and throughput."""
     from rtb import config_hash
-    from rtb.protect import resolved_budget
+    from rtb.methods import resolved_budget
 
     started, ready, finished = times
     settings = protect_config(config)
-    eps, steps = resolved_budget(config.method, settings)
+    eps, steps = resolved_budget(config.method, settings.eps, settings.steps)
     wall, pipeline = finished - started, finished - ready
     return {
         "run_id": resolved["run_id"],

@@ -20,7 +20,8 @@ class ProtectConfig:
     """
 
     # Perturbation budget on [0, 1] pixels: L∞ for rtb/noise/photoguard-encoder, L2 per image for
-    # photoguard-diffusion. None = the method's default (rtb 0.025).
+    # photoguard-diffusion. None = the method's default (rtb 0.025). Its range depends on the method, so it is
+    # checked where the method is known (rtb.methods.check_budget).
     eps: float | None = None
     # Optimisation steps. None = the method's default (rtb 20).
     steps: int | None = None
@@ -66,8 +67,9 @@ class ProtectConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "eot", parse_eot(self.eot))
-        if self.eps is not None and not (0.0 < self.eps <= 64.0):
-            raise ValueError(f"eps must be positive (and at most 64), got {self.eps!r}")
+        # Only the sign here: the range depends on the method (rtb.methods.check_budget is where it is checked).
+        if self.eps is not None and not self.eps > 0:
+            raise ValueError(f"eps must be positive, got {self.eps!r}")
         if self.steps is not None and not (isinstance(self.steps, int) and self.steps >= 0):
             raise ValueError(f"steps must be a non-negative integer, got {self.steps!r}")
         if self.dilation < 1 or self.dilation % 2 == 0:

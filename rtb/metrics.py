@@ -1,9 +1,45 @@
-"""Image quality metrics, from torchmetrics: SSIM (Gaussian 11/1.5, RGB in [0, 1]) and PSNR (data range 1)."""
+"""The one definition of every figure this project reports (a functional core, as torchmetrics keeps its
+``functional/`` modules under its classes).
+
+Images are float tensors ``N×C×H×W`` in [0, 1] unless said otherwise; holes and weights ``N×1×H×W`` (1 = inside).
+Every function returns one value per image (shape ``N``). SSIM is torchmetrics' Gaussian 11/1.5 SSIM and PSNR
+uses data range 1, the conventions of the papers this project compares against. The protection losses
+(:mod:`rtb.methods`), the evaluation (:mod:`rtb.evaluation`), the jobs, the benchmarks and the trainers all call
+these, so each figure in ``docs/`` has exactly one definition.
+
+The goal thresholds the figures are judged by live here too (:data:`GOALS`).
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+
+@dataclass(frozen=True)
+class Goals:
+    """What "the protection works" means, as thresholds on the medians of ``rtb evaluate``."""
+
+    # Malicious edit (hole = the protected region) of the protected image vs the clean edit: at most this hole-SSIM.
+    malicious_hole_ssim: float = 0.30
+    # The same edit of the noise control at equal ε: at least this hole-SSIM (noise alone must not do it).
+    control_hole_ssim: float = 0.85
+    # Benign edits (elsewhere, half of the ring): at least this full-image SSIM against the clean edit.
+    benign_full_ssim: float = 0.95
+    # Protected image vs its source: at least this PSNR in dB.
+    protect_psnr: float = 32.0
+
+
+GOALS = Goals()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Whole images
+# ----------------------------------------------------------------------------------------------------------
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -21,3 +57,79 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def linf(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-image largest absolute difference."""
     return (a - b).abs().flatten(1).amax(dim=1)
+
+
+def ssim_map(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """torchmetrics' SSIM map ``N×H×W`` (Gaussian 11/1.5, data range 1, averaged over the channels)."""
+    _, full = structural_similarity_index_measure(
+        a, b, data_range=1.0, gaussian_kernel=True, sigma=1.5, kernel_size=11, reduction="none",
+        return_full_image=True,
+    )
+    return full.mean(dim=1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Inside a hole (or any weight map)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def masked_mse(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the pixels where ``weight`` is 1, all channels: shape ``N``.
+
+    ``weight`` is ``N×1×H×W`` (broadcast over the channels) or ``N×C×H×W``; an empty hole gives 0. This is the
+    loss of RTB's terms (``MSE_S`` in the paper) and of every hole figure below, so both measure the same thing.
+    """
+    weight = weight.to(a.dtype)
+    squared = (a - b).pow(2) * weight
+    count = weight.flatten(1).sum(dim=1) * (a.shape[1] if weight.shape[1] == 1 else 1)
+    return squared.flatten(1).sum(dim=1) / count.clamp_min(1e-12)
+
+
+def masked_psnr(a: torch.Tensor, b: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """PSNR (dB, data range 1) over the pixels of hole ``m``, all channels. Shape ``N``; ``inf`` where equal."""
+    return 10.0 * torch.log10(1.0 / masked_mse(a, b, m))
+
+
+def hole_and_full_ssim(a: torch.Tensor, b: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hole-SSIM, full-image SSIM) from one SSIM map: the map averaged over the pixels where ``m`` is 1, and
+    over every pixel (which is torchmetrics' full-image SSIM). Each of shape ``N``."""
+    full_map = ssim_map(a, b)
+    weights = m[:, 0].to(full_map.dtype)
+    hole = (full_map * weights).flatten(1).sum(1) / weights.flatten(1).sum(1).clamp_min(1)
+    return hole, full_map.flatten(1).mean(1)
+
+
+def hole_ssim(a: torch.Tensor, b: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """SSIM inside each hole: the SSIM map averaged over the pixels where ``m`` is 1. Shape ``N``."""
+    return hole_and_full_ssim(a, b, m)[0]
+
+
+def target_distance(edit: torch.Tensor, target: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Mean RGB distance of the hole's content to the target, over √3 (0 = the target exactly, 1 = the farthest
+    colour). Shape ``N``."""
+    distance = (edit - target).pow(2).sum(dim=1).sqrt() / math.sqrt(3.0)
+    weights = m[:, 0].to(edit.dtype)
+    return (distance * weights).flatten(1).sum(1) / weights.flatten(1).sum(1).clamp_min(1)
+
+
+def fill_gain(edit: torch.Tensor, clean_edit: torch.Tensor, m: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMS change of the fill (``edit − clean_edit`` inside hole ``m``, all channels) divided by ``eps``: how far a
+    perturbation of budget ``eps`` moved what the editor paints. Shape ``N``."""
+    return masked_mse(edit, clean_edit, m).sqrt() / eps
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 8-bit images as stored
+# ----------------------------------------------------------------------------------------------------------
+
+
+def uint8_psnr_linf(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """(PSNR in dB, L∞ on the [0, 1] scale) of two 8-bit arrays of the same shape, e.g. ``H×W×3``.
+
+    The figures of a stored file against its source (``stored_psnr``/``stored_linf`` of the metrics rows).
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"arrays of shapes {a.shape} and {b.shape} cannot be compared")
+    x = torch.from_numpy(np.asarray(a, dtype=np.float64) / 255.0).reshape(1, -1)
+    y = torch.from_numpy(np.asarray(b, dtype=np.float64) / 255.0).reshape(1, -1)
+    return float(peak_signal_noise_ratio(x, y, data_range=1.0)), float(linf(x, y)[0])

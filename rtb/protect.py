@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
 import math
 import time
 from collections import defaultdict
@@ -17,20 +16,7 @@ from rtb import images as imaging
 from rtb import metrics
 from rtb.config import ProtectConfig
 from rtb.inpainters import Inpainter, load_inpainter
-
-# Method name → module under rtb.methods (each has run(), DEFAULT_EPS, DEFAULT_STEPS).
-METHOD_MODULES = {
-    "rtb": "rtb.methods.rtb",
-    "noise": "rtb.methods.noise",
-    "photoguard-encoder": "rtb.methods.photoguard_encoder",
-    "photoguard-diffusion": "rtb.methods.photoguard_diffusion",
-}
-# Methods whose ε is an L2 norm per image rather than an L∞ bound per pixel.
-L2_METHODS = ("photoguard-diffusion",)
-# Methods that need a VAE (a diffusers backend).
-VAE_METHODS = ("photoguard-encoder", "photoguard-diffusion")
-# Largest L∞ budget accepted: beyond this a perturbation is plainly visible.
-MAX_LINF_EPS = 0.25
+from rtb.methods import get_method, resolved_budget
 
 
 @dataclass(frozen=True)
@@ -85,26 +71,9 @@ class _Prepared:
     seconds: float
 
 
-def method_module(method: str):
-    """The module implementing ``method``; ``ValueError`` naming it when unknown."""
-    if method not in METHOD_MODULES:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHOD_MODULES)}")
-    return importlib.import_module(METHOD_MODULES[method])
-
-
-def resolved_budget(method: str, config: ProtectConfig) -> tuple[float, int]:
-    """(ε, steps) after applying the method's published defaults."""
-    module = method_module(method)
-    eps = config.eps if config.eps is not None else module.DEFAULT_EPS
-    steps = config.steps if config.steps is not None else module.DEFAULT_STEPS
-    return float(eps), int(steps)
-
-
 def check_inputs(images, masks, method: str, config: ProtectConfig, targets) -> None:
     """Raise ``ValueError`` naming the bad value before any compute."""
-    eps, _ = resolved_budget(method, config)
-    if method not in L2_METHODS and not (0.0 < eps <= MAX_LINF_EPS):
-        raise ValueError(f"eps {eps!r} is out of range for {method!r}: an L∞ budget must be in (0, {MAX_LINF_EPS}]")
+    resolved_budget(method, config.eps, config.steps)  # unknown method, ε out of the method's range
     if len(images) != len(masks):
         raise ValueError(f"got {len(images)} images but {len(masks)} masks")
     if config.target == "custom" and (targets is None or len(targets) != len(images)):
@@ -171,13 +140,14 @@ def protect(
     images, masks = list(images), list(masks)
 
     # 1. Check inputs.
-    module = method_module(method)
+    module = get_method(method)
     check_inputs(images, masks, method, config, targets)
-    eps, steps = resolved_budget(method, config)
+    eps, steps = resolved_budget(method, config.eps, config.steps)
+    bounded = module.NORM == "linf"  # an L∞ budget bounds every pixel, so the 8-bit rounding must respect it
 
     # 2. Load the model and check that the method applies to it.
     inpainter = load_inpainter(model)
-    if method in VAE_METHODS and not inpainter.has_vae:
+    if module.NEEDS_VAE and not inpainter.has_vae:
         raise ValueError(f"method {method!r} needs a diffusers model with a VAE; got {inpainter.name!r}")
     dtype = torch.float64 if inpainter.dtype == torch.float64 else torch.float32
 
@@ -215,9 +185,9 @@ def protect(
     for i, item in enumerate(prepared):
         began = time.perf_counter()
         delta = imaging.from_working(deltas[i], item.size, tuple(item.x.shape[-2:]))
-        if method not in L2_METHODS:
+        if bounded:
             delta = delta.clamp(-eps, eps)
-        rgb = imaging.quantize(item.x, delta, None if method in L2_METHODS else eps)
+        rgb = imaging.quantize(item.x, delta, eps if bounded else None)
         protected_images.append(imaging.to_image(rgb, item.alpha))
         protected = torch.from_numpy(rgb).permute(2, 0, 1)[None].to(torch.float64) / 255.0
         source = item.x[None]

@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
+from rtb.metrics import uint8_psnr_linf
+
 KINDS = ("none", "jpeg", "webp", "resize", "blur")
 # Kinds with a differentiable stand-in (WebP has none: use jpeg as its surrogate).
 EOT_KINDS = ("none", "jpeg", "resize", "blur")
@@ -159,11 +161,6 @@ def parse_eot(spec) -> tuple[Transform, ...]:
 def format_transforms(transforms) -> str:
     """The canonical comma list (the inverse of :func:`parse_transforms` / :func:`parse_eot`)."""
     return ",".join(str(t) for t in transforms)
-
-
-def file_label(transform: Transform) -> str:
-    """The transform as a file-name part: ``jpeg-75``, ``resize-0.5`` (``:`` is not safe everywhere)."""
-    return str(transform).replace(":", "-")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -363,8 +360,5 @@ def encode_output(protected: Image.Image, source: Image.Image, output_format: st
     data = buffer.getvalue()
     decoded = Image.open(io.BytesIO(data))
     decoded.load()
-    a = np.asarray(decoded.convert("RGB"), dtype=np.float64) / 255.0
-    b = np.asarray(source.convert("RGB"), dtype=np.float64) / 255.0
-    mse = float(((a - b) ** 2).mean())
-    psnr = math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
-    return EncodedOutput(data=data, format=fmt, linf=float(np.abs(a - b).max()), psnr=psnr)
+    psnr, linf = uint8_psnr_linf(np.asarray(decoded.convert("RGB")), np.asarray(source.convert("RGB")))
+    return EncodedOutput(data=data, format=fmt, linf=linf, psnr=psnr)

@@ -11,7 +11,8 @@ from PIL import Image
 from rtb import ProtectConfig, load_inpainter, protect
 from rtb.masks import attacker_hole
 from rtb.targets import make_targets
-from tests.tiny_models import build_tiny_torchscript
+from tests.fixtures.catalogs import sample
+from tests.fixtures.inpainters import build_tiny_torchscript
 
 
 @pytest.fixture(scope="module")
@@ -27,22 +28,6 @@ def model(model_path):
 @pytest.fixture(scope="module")
 def model64(model_path):
     return load_inpainter(model_path, device="cpu", dtype=torch.float64)
-
-
-def sample(seed: int, size=(48, 40), mode="RGB"):
-    """A textured image with a rectangular protected region."""
-    rng = np.random.default_rng(seed)
-    height, width = size
-    yy, xx = np.mgrid[0:height, 0:width]
-    base = np.stack([(xx * (3 + c) + yy * (5 - c) + seed * 17) % 255 for c in range(3)], axis=-1)
-    pixels = np.clip(base + rng.integers(-20, 20, base.shape), 0, 255).astype(np.uint8)
-    image = Image.fromarray(pixels, mode="RGB")
-    if mode == "RGBA":
-        image.putalpha(Image.fromarray(rng.integers(0, 256, (height, width)).astype(np.uint8)))
-    mask = np.zeros((height, width), bool)
-    top, left = 10 + seed % 5, 8 + seed % 7
-    mask[top : top + 14, left : left + 12] = True
-    return image, mask
 
 
 def png_round_trip(image: Image.Image) -> np.ndarray:

@@ -7,6 +7,7 @@ seed — after the same transformation (a real JPEG/WebP re-encode, a down-and-u
 
 - ``hole_ssim``/``hole_psnr``: protected edit vs clean edit inside the hole (SSIM map of torchmetrics'
   Gaussian 11/1.5 SSIM averaged over the hole's pixels; PSNR of the hole's pixels, data range 1);
+  every figure is computed by :mod:`rtb.metrics`;
 - ``full_ssim``/``full_psnr``: the same on the whole image (:func:`rtb.metrics.ssim`/:func:`rtb.metrics.psnr`);
 - ``target_distance``: mean RGB distance of the hole's content to the protection's target, divided by √3
   (0 = the edit painted the target exactly, 1 = the farthest colour); ``clean_target_distance`` is the same
@@ -18,12 +19,10 @@ Images are float tensors ``N×3×H×W`` in [0, 1]; holes ``N×1×H×W`` in {0, 1
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from torchmetrics.functional.image import structural_similarity_index_measure
 
 from rtb import metrics
 from rtb.evaluation.masks import FAMILIES, MaskSetConfig, family_kind, mask_set
@@ -79,40 +78,6 @@ class ImageEdits:
     images: dict[tuple[str, int], dict[str, torch.Tensor]]
     # What the editor was given, after the transform: {"source": 3×H×W, "protected": ..., "control": ...}
     inputs: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Metrics
-# ----------------------------------------------------------------------------------------------------------
-
-
-def ssim_map(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """torchmetrics' SSIM map ``N×H×W`` (Gaussian 11/1.5, data range 1, averaged over the channels)."""
-    _, full = structural_similarity_index_measure(
-        a, b, data_range=1.0, gaussian_kernel=True, sigma=1.5, kernel_size=11, reduction="none",
-        return_full_image=True,
-    )
-    return full.mean(dim=1)
-
-
-def hole_ssim(a: torch.Tensor, b: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """SSIM inside each hole: the SSIM map averaged over the pixels where ``m`` is 1. Shape ``N``."""
-    weights = m[:, 0].to(a.dtype)
-    return (ssim_map(a, b) * weights).flatten(1).sum(1) / weights.flatten(1).sum(1).clamp_min(1)
-
-
-def hole_psnr(a: torch.Tensor, b: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """PSNR (dB, data range 1) over the hole's pixels, all channels. Shape ``N``; ``inf`` where equal."""
-    weights = m.to(a.dtype).expand_as(a)
-    mse = ((a - b) ** 2 * weights).flatten(1).sum(1) / weights.flatten(1).sum(1).clamp_min(1)
-    return 10.0 * torch.log10(1.0 / mse)
-
-
-def target_distance(edit: torch.Tensor, target: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """Mean RGB distance of the hole's content to the target, over √3 (in [0, 1]). Shape ``N``."""
-    distance = (edit - target).pow(2).sum(dim=1).sqrt() / math.sqrt(3.0)
-    weights = m[:, 0].to(edit.dtype)
-    return (distance * weights).flatten(1).sum(1) / weights.flatten(1).sum(1).clamp_min(1)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -195,7 +160,7 @@ def evaluate_image(
 
     # 4. Measure.
     target = make_targets(original[None], config.target).expand(count, -1, -1, -1)
-    clean_distance = target_distance(clean, target, stacked)
+    clean_distance = metrics.target_distance(clean, target, stacked)
     fraction = stacked.flatten(1).mean(1)
     rows = []
     for name, edits in edited.items():
@@ -205,16 +170,15 @@ def evaluate_image(
             float(metrics.ssim(protected, source[None])[0]),
             float(metrics.linf(protected, source[None])[0]),
         )
-        # One SSIM map per arm serves both the hole and the full-image SSIM (torchmetrics' full-image SSIM is
-        # the mean of this map); float32 keeps the 11×11 convolutions fast, within 1e-5 of float64.
-        ssim_full = ssim_map(edits.float(), clean.float()).double()
-        weights = stacked[:, 0]
+        # One SSIM map per arm serves both the hole and the full-image SSIM; float32 keeps the 11×11
+        # convolutions fast, within 1e-5 of float64.
+        hole_ssim, full_ssim = metrics.hole_and_full_ssim(edits.float(), clean.float(), stacked)
         values = {
-            "hole_ssim": (ssim_full * weights).flatten(1).sum(1) / weights.flatten(1).sum(1),
-            "hole_psnr": hole_psnr(edits, clean, stacked),
-            "full_ssim": ssim_full.flatten(1).mean(1),
+            "hole_ssim": hole_ssim.double(),
+            "hole_psnr": metrics.masked_psnr(edits, clean, stacked),
+            "full_ssim": full_ssim.double(),
             "full_psnr": metrics.psnr(edits, clean),
-            "target_distance": target_distance(edits, target, stacked),
+            "target_distance": metrics.target_distance(edits, target, stacked),
         }
         for k, hole in enumerate(holes):
             row = {"id": image_id, "arm": name, "transform": str(transform), "family": hole.family, "kind": hole.kind,

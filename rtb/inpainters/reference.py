@@ -25,13 +25,13 @@ from rtb.reference.model import ReferenceNet, composite, load_weights
 from rtb.storage import fetch_to_cache, fingerprint
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-# The weights shipped inside the package (trained by ``jobs/train_reference.py``).
+# The weights shipped inside the package (trained by ``python -m rtb_train.reference``).
 PACKAGED_WEIGHTS = WEIGHTS_DIR / "reference.safetensors"
-# The GAN-trained LaMa-style candidate (``jobs/train_reference.py --arch lama-gan``, on a GPU).
+# The GAN-trained LaMa-style candidate (``python -m rtb_train.lama_gan``, on a GPU).
 PACKAGED_GAN_WEIGHTS = WEIGHTS_DIR / "reference-gan.safetensors"
 REFERENCE_FORMAT = "rtb-reference"
 GAN_TRAINING_HINT = (
-    "train them on a GPU with `python jobs/train_reference.py --arch lama-gan --seed 0 --device cuda "
+    "train them on a GPU with `python -m rtb_train.lama_gan --seed 0 --device cuda "
     "--output rtb/weights/reference-gan.safetensors --checkpoint-dir out/reference-gan-ckpt` "
     "(see docs/reference-model.md, 'The LaMa-style GAN candidate')"
 )

@@ -13,8 +13,11 @@ from rtb.config import ProtectConfig
 from rtb.methods import rtb
 from rtb.methods.output import MethodOutput
 
+NAME = "noise"
 DEFAULT_EPS = rtb.DEFAULT_EPS
 DEFAULT_STEPS = 0
+NORM = "linf"
+NEEDS_VAE = False
 
 
 def run(inpainter, x, m, config: ProtectConfig, generators: list[torch.Generator], custom_targets=None) -> MethodOutput:

@@ -23,12 +23,16 @@ from __future__ import annotations
 import torch
 
 from rtb.methods.output import MethodOutput
+from rtb.metrics import masked_mse
 
 NAME = "photoguard-diffusion"
 # L2 budget per image on [0, 1] pixels (the paper's 16 on [−1, 1]).
 DEFAULT_EPS = 8.0
 # PGD iterations (the paper's 200).
 DEFAULT_STEPS = 200
+# ε bounds the L2 norm of δ per image; the attack needs a diffusers backend (VAE and sampler).
+NORM = "l2"
+NEEDS_VAE = True
 # L2 step on [0, 1] pixels (the paper's 1 on [−1, 1]).
 STEP_SIZE = 0.5
 # Sampler noises averaged per iteration (the paper's 10).
@@ -49,9 +53,7 @@ def check_inpainter(inpainter, method: str = NAME) -> None:
 
 def _hole_loss(output: torch.Tensor, m: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-sample mean squared distance to ``target`` over the hole pixels (all channels) → Tensor[N]."""
-    weight = m.float().expand_as(output)
-    squared = (output.float() - target).pow(2) * weight
-    return squared.flatten(1).sum(1) / weight.flatten(1).sum(1).clamp_min(1)
+    return masked_mse(output.float(), target, m.float())
 
 
 def _draws(inpainter, x, m, target, generators, *, grad: bool):

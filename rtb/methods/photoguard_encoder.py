@@ -19,6 +19,9 @@ NAME = "photoguard-encoder"
 DEFAULT_EPS = 0.03
 # PGD iterations (the paper's 1000).
 DEFAULT_STEPS = 1000
+# ε bounds δ per pixel; the attack needs the VAE encoder of a diffusers backend.
+NORM = "linf"
+NEEDS_VAE = True
 # First step size on [0, 1] pixels (the paper's 0.01 on [−1, 1]); it decays linearly to STEP_SIZE / 100.
 STEP_SIZE = 0.005
 FINAL_STEP_FRACTION = 0.01

@@ -24,22 +24,21 @@ from __future__ import annotations
 import torch
 
 from rtb.config import ProtectConfig
+from rtb.metrics import masked_mse
 from rtb.masks import attacker_hole, dilate
 from rtb.methods.output import MethodOutput
 from rtb.targets import make_targets
 from rtb.transforms import apply_eot_batch, draw_eot
 
+NAME = "rtb"
+# L∞ budget per pixel on [0, 1] (the paper's 0.025 ≈ 6.4/255) and optimisation steps (the paper's 20).
 DEFAULT_EPS = 0.025
 DEFAULT_STEPS = 20
+# How ε bounds δ (rtb.methods.check_budget) and whether the method needs a VAE (a diffusers backend).
+NORM = "linf"
+NEEDS_VAE = False
 # Adam's epsilon in the authors' scripts.
 ADAM_EPS = 1e-10
-
-
-def masked_mse(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Per-sample mean squared error over the pixels where ``weight`` is 1, all channels: shape ``N``."""
-    squared = (a - b).pow(2) * weight
-    count = weight.flatten(1).sum(dim=1) * a.shape[1]
-    return squared.flatten(1).sum(dim=1) / count.clamp_min(1e-12)
 
 
 def repeat_noise(noise, times: int):

@@ -1,18 +1,15 @@
-"""Per-edit metrics against scikit-image on the same arrays, and one image evaluated with a real tiny network."""
+"""One image evaluated with a real tiny network (the metrics themselves: tests/test_metrics.py)."""
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
-from skimage.metrics import peak_signal_noise_ratio as sk_psnr
-from skimage.metrics import structural_similarity as sk_ssim
 
 from rtb import load_inpainter, metrics
-from rtb.evaluation.edits import EditConfig, evaluate_image, hole_psnr, hole_ssim, ssim_map, target_distance
-from tests.tiny_models import build_tiny_torchscript
+from rtb.evaluation.edits import EditConfig, evaluate_image
+from tests.fixtures.inpainters import build_tiny_torchscript
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -25,41 +22,6 @@ def pair(seed=0, h=40, w=56):
     m = torch.zeros(1, 1, h, w, dtype=torch.float64)
     m[..., 9:27, 14:40] = 1
     return a, b, m
-
-
-def skimage_ssim_map(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
-    """skimage's SSIM map with torchmetrics' border handling: pad by reflection, measure, crop the pad."""
-    x = np.pad(a[0].permute(1, 2, 0).numpy(), ((5, 5), (5, 5), (0, 0)), mode="reflect")
-    y = np.pad(b[0].permute(1, 2, 0).numpy(), ((5, 5), (5, 5), (0, 0)), mode="reflect")
-    _, full = sk_ssim(x, y, data_range=1.0, channel_axis=2, gaussian_weights=True, sigma=1.5,
-                      use_sample_covariance=False, full=True)
-    return full[5:-5, 5:-5].mean(axis=2)
-
-
-@pytest.mark.parametrize("seed", [0, 1])
-def test_ssim_and_psnr_match_scikit_image(seed):
-    a, b, m = pair(seed)
-    reference = skimage_ssim_map(a, b)
-    np.testing.assert_allclose(ssim_map(a, b)[0].numpy(), reference, atol=1e-6)
-    inside = m[0, 0].numpy() > 0
-    assert float(hole_ssim(a, b, m)[0]) == pytest.approx(reference[inside].mean(), abs=1e-6)
-    assert float(metrics.ssim(a, b)[0]) == pytest.approx(reference.mean(), abs=1e-6)
-    # An interior-only check needs no padding trick: skimage's own default on the same arrays.
-    plain = sk_ssim(a[0].permute(1, 2, 0).numpy(), b[0].permute(1, 2, 0).numpy(), data_range=1.0, channel_axis=2,
-                    gaussian_weights=True, sigma=1.5, use_sample_covariance=False, full=True)[1].mean(axis=2)
-    np.testing.assert_allclose(ssim_map(a, b)[0, 5:-5, 5:-5].numpy(), plain[5:-5, 5:-5], atol=1e-6)
-    x, y = a[0].permute(1, 2, 0).numpy(), b[0].permute(1, 2, 0).numpy()
-    assert float(hole_psnr(a, b, m)[0]) == pytest.approx(sk_psnr(x[inside], y[inside], data_range=1.0), abs=1e-6)
-    assert float(metrics.psnr(a, b)[0]) == pytest.approx(sk_psnr(x, y, data_range=1.0), abs=1e-6)
-
-
-def test_metric_edge_cases():
-    a, _, m = pair()
-    assert float(hole_ssim(a, a, m)[0]) == pytest.approx(1.0) and math.isinf(float(hole_psnr(a, a, m)[0]))
-    red = torch.zeros_like(a)
-    red[:, 0] = 1
-    assert float(target_distance(red, red, m)[0]) == 0.0
-    assert float(target_distance(1 - red, red, m)[0]) == pytest.approx(1.0)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +62,7 @@ def test_evaluate_image_ssim_matches_the_float64_functions(editor):
     for row in result.rows:
         edits = result.images[(row["family"], row["index"])]
         m = edits["hole"][None, None].double()
-        assert row["hole_ssim"] == pytest.approx(float(hole_ssim(edits["protected"][None], edits["clean"][None], m)[0]), abs=1e-5)
+        assert row["hole_ssim"] == pytest.approx(float(metrics.hole_ssim(edits["protected"][None], edits["clean"][None], m)[0]), abs=1e-5)
         assert row["full_ssim"] == pytest.approx(float(metrics.ssim(edits["protected"][None], edits["clean"][None])[0]), abs=1e-5)
 
 

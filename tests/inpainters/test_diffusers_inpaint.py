@@ -11,8 +11,8 @@ import torch
 from rtb.inpainters import Inpainter, load_inpainter
 from rtb.inpainters.diffusers_inpaint import SURROGATES, load_diffusers
 from rtb.storage import fingerprint
-from tests.tiny_diffusers import TINY_SIZE, build_tiny_inpaint_pipeline
-from tests.tiny_diffusers import tiny_batch, tiny_generators
+from tests.fixtures.tiny_diffusers import TINY_SIZE, build_tiny_inpaint_pipeline
+from tests.fixtures.tiny_diffusers import tiny_batch, tiny_generators
 
 SIZE = TINY_SIZE
 
@@ -164,7 +164,7 @@ def test_bad_inputs_raise_naming_the_value(tiny_dir, inpainters, tmp_path):
 
 
 def test_sdxl_inpainting_pipeline_best_effort(tmp_path):
-    from tests.tiny_diffusers import build_tiny_sdxl_inpaint_pipeline
+    from tests.fixtures.tiny_diffusers import build_tiny_sdxl_inpaint_pipeline
 
     path = build_tiny_sdxl_inpaint_pipeline(tmp_path / "sdxl-inpaint")
     x, m = tiny_batch(2)

@@ -89,7 +89,7 @@ def test_fp16_stored_weights_load_and_compute_in_fp32(tmp_path, gan_weights):
 def test_packaged_reference_gan_missing_says_how_to_train(tmp_path, monkeypatch):
     missing = tmp_path / "weights" / "reference-gan.safetensors"
     monkeypatch.setattr(backend, "PACKAGED_GAN_WEIGHTS", missing)
-    with pytest.raises(ValueError, match=r"reference-gan\.safetensors.*missing.*train_reference\.py --arch lama-gan"):
+    with pytest.raises(ValueError, match=r"reference-gan\.safetensors.*missing.*rtb_train\.lama_gan"):
         load_inpainter("reference-gan")
 
 

@@ -4,7 +4,7 @@ import torch
 
 from rtb import load_inpainter
 from rtb.inpainters import Inpainter
-from tests.tiny_models import build_tiny_torchscript
+from tests.fixtures.inpainters import build_tiny_torchscript
 
 
 def test_loads_from_local_file_and_from_s3_with_same_fingerprint(tmp_path, s3_bucket):

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from jobs.check_editor import check_editor, main
-from tests.test_steerability import small_samples
+from tests.fixtures.samples import small_samples
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

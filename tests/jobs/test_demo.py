@@ -9,7 +9,7 @@ from PIL import Image
 from jobs.demo import (SAMPLES, SHEET_FOOTER, SHEET_GAP, SHEET_HEADER, SHEET_LABEL_WIDTH, demo_sheet, malicious_edits,
                        read_samples, small_copy)
 from rtb import ProtectConfig, load_inpainter, protect
-from tests.test_steerability import small_samples
+from tests.fixtures.samples import small_samples
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

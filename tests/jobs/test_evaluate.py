@@ -234,7 +234,7 @@ def test_reference_model_rtb_moves_malicious_edits_more_than_noise(tmp_path):
     show it plainly, on every image.
     """
     from rtb import load_inpainter
-    from rtb.evaluation.heldout import make_heldout
+    from rtb_train.heldout import make_heldout
     from rtb.images import decode_image, decode_mask
 
     ids = sorted(make_heldout(tmp_path / "catalog", count=8, size=128))

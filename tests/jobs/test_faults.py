@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from rtb import catalog
-from tests.jobs.conftest import make_image, make_mask, png
+from tests.fixtures.catalogs import make_image, make_mask, png
 
 REPO = Path(__file__).resolve().parents[2]
 

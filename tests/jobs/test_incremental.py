@@ -3,9 +3,7 @@ failed ones lose their image, missing ones listed and pruned) and ``rtb runs``."
 
 from __future__ import annotations
 
-import io
 import json
-import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -15,8 +13,7 @@ from click.testing import CliRunner
 from jobs.cli import cli
 from jobs.protect import JobConfig, run
 from jobs.state import read_current
-from rtb import catalog
-from tests.jobs.conftest import make_image, make_mask, png
+from tests.fixtures.catalogs import make_image, make_mask, png
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 

@@ -17,7 +17,7 @@ from PIL import Image
 from jobs.protect import JobConfig, JobError, run
 from rtb import catalog
 from rtb.catalog import ERRORS_SCHEMA, METRICS_SCHEMA
-from tests.jobs.conftest import EPS, LEVELS, good_rows, make_image, make_mask, png
+from tests.fixtures.catalogs import EPS, LEVELS, good_rows, make_image, make_mask, png
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 

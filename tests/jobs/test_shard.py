@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from jobs.cli import cli
 from rtb import catalog
-from tests.jobs.conftest import good_rows
+from tests.fixtures.catalogs import good_rows
 
 
 def test_shard_turns_pairs_into_parquet_and_keeps_broken_pairs(tmp_path, s3_bucket):

@@ -13,7 +13,7 @@ from jobs.stages import DECODED_SCHEMA, PROTECTED_SCHEMA, RESULT_SCHEMA, Protect
 from jobs.state import split_results
 from rtb import ProtectConfig
 from rtb.catalog import CATALOG_SCHEMA
-from tests.jobs.conftest import LEVELS, good_rows, make_image, make_mask, png
+from tests.fixtures.catalogs import LEVELS, good_rows, make_image, make_mask, png
 
 
 def test_stages_without_ray(tmp_path, tiny_model):

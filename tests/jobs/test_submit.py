@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from rtb import catalog
-from tests.jobs.conftest import good_rows
+from tests.fixtures.catalogs import good_rows
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -9,8 +9,8 @@ from rtb.config import ProtectConfig
 from rtb.inpainters import Inpainter
 from rtb.inpainters.diffusers_inpaint import load_diffusers
 from rtb.methods import photoguard_diffusion, photoguard_encoder
-from tests.tiny_diffusers import TINY_SIZE, build_tiny_inpaint_pipeline
-from tests.tiny_diffusers import tiny_batch, tiny_generators
+from tests.fixtures.tiny_diffusers import TINY_SIZE, build_tiny_inpaint_pipeline
+from tests.fixtures.tiny_diffusers import tiny_batch, tiny_generators
 
 SIZE = TINY_SIZE
 

@@ -10,8 +10,8 @@ import torch
 from rtb import ProtectConfig, load_inpainter, protect
 from rtb.evaluation.edits import EditConfig, evaluate_image
 from rtb.images import to_tensor
-from tests.test_protect import sample
-from tests.tiny_models import build_tiny_torchscript
+from tests.fixtures.catalogs import sample
+from tests.fixtures.inpainters import build_tiny_torchscript
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

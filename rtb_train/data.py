@@ -751,7 +751,7 @@ def export_training_photos(path: str) -> None:
 
 
 def draw_jitter(rng: np.random.Generator) -> np.ndarray:
-    """Per-sample colour-jitter parameters (10 floats) for :func:`rtb.reference.gan.apply_colour_jitter`, drawn
+    """Per-sample colour-jitter parameters (10 floats) for :func:`rtb_train.gan.apply_colour_jitter`, drawn
     from the same ranges as :func:`colour_jitter`: saturation, white balance (3), contrast, brightness, gamma,
     channel order (3; permuted with probability 0.2)."""
     params = np.empty(10, dtype=np.float32)

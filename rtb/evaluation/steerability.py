@@ -31,7 +31,6 @@ says whether the efficacy goal (RTB exact hole-SSIM ≤ 0.30 with the noise cont
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
@@ -43,7 +42,9 @@ from rtb import images as imaging
 from rtb.config import ProtectConfig
 from rtb.evaluation.edits import EditConfig, evaluate_image
 from rtb.inpainters import load_inpainter
-from rtb.protect import MAX_LINF_EPS, device_name, protect, resolved_budget
+from rtb.methods import check_budget, resolved_budget
+from rtb.metrics import GOALS, fill_gain
+from rtb.protect import device_name, protect
 
 DEFAULT_EPS = 0.025
 # The rule (module docstring): all three must hold for "steerable".
@@ -51,8 +52,8 @@ MIN_GAIN = 2.0
 MIN_GAIN_RATIO = 3.0
 MIN_SSIM_MARGIN = 0.05
 # The efficacy goal of docs/efficacy.md, reported beside the verdict.
-GOAL_RTB_SSIM = 0.30
-GOAL_NOISE_SSIM = 0.85
+GOAL_RTB_SSIM = GOALS.malicious_hole_ssim
+GOAL_NOISE_SSIM = GOALS.control_hole_ssim
 
 STEERABLE = "steerable"
 NOT_STEERABLE = "not steerable"
@@ -132,13 +133,6 @@ def rule_failures(gain_rtb: float, gain_noise: float, ssim_rtb: float, ssim_nois
     return tuple(failures)
 
 
-def check_eps(eps) -> float:
-    """``eps`` as a float; ``ValueError`` naming it unless it is an L∞ budget in (0, 0.25]."""
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or not 0 < eps <= MAX_LINF_EPS:
-        raise ValueError(f"eps {eps!r} is out of range: an L∞ budget must be in (0, {MAX_LINF_EPS}]")
-    return float(eps)
-
-
 def _prepare_pairs(images, masks, ids, max_mask_fraction: float) -> tuple[list[Image.Image], list[np.ndarray], list[str]]:
     """Decode and validate every pair up front, naming the image in any error."""
     images, masks = list(images), list(masks)
@@ -199,7 +193,7 @@ def check_editor(
     """
     started = time.perf_counter()
     # 1. Check the inputs before any compute, then load the model once for everything.
-    eps = check_eps(eps)
+    eps = check_budget("rtb", eps)
     config = ProtectConfig(eps=eps, steps=steps, seed=seed)
     edit_config = EditConfig(families=("exact",), seed=seed, steps=edit_steps)
     pil_images, arrays, ids = _prepare_pairs(images, masks, ids, config.max_mask_fraction)
@@ -219,11 +213,10 @@ def check_editor(
         result = evaluate_image(inpainter, image_id, source, region, arms, edit_config, prompt=prompt)
         rows = {row["arm"]: row for row in result.rows if row["family"] == "exact" and row["status"] == "ok"}
         edits = result.images[("exact", 0)]
-        hole = edits["hole"].to(torch.bool)
+        hole = edits["hole"][None, None]
 
         def gain(arm: str) -> float:
-            change = (edits[arm] - edits["clean"])[:, hole]
-            return float(change.pow(2).mean().sqrt()) / eps
+            return float(fill_gain(edits[arm][None], edits["clean"][None], hole, eps)[0])
 
         checks.append(ImageCheck(
             id=image_id, width=image.width, height=image.height, mask_fraction=float(array.mean()),
@@ -241,7 +234,7 @@ def check_editor(
     reasons = rule_failures(gain_rtb, gain_noise, ssim_rtb, ssim_noise)
     return EditorCheck(
         model=inpainter.name, fingerprint=inpainter.fingerprint, device=device_name(inpainter.device), eps=eps,
-        steps=resolved_budget("rtb", config)[1], seed=seed, images=tuple(checks),
+        steps=resolved_budget("rtb", config.eps, config.steps)[1], seed=seed, images=tuple(checks),
         gain_rtb=gain_rtb, gain_noise=gain_noise, hole_ssim_rtb=ssim_rtb, hole_ssim_noise=ssim_noise,
         verdict=NOT_STEERABLE if reasons else STEERABLE, reasons=reasons,
         goal_met=ssim_rtb <= GOAL_RTB_SSIM and ssim_noise >= GOAL_NOISE_SSIM,

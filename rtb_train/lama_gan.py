@@ -1,9 +1,9 @@
 """Train the LaMa-style GAN candidate (``reference-gan``): FFC generator, PatchGAN, R1, feature matching.
 
-    python jobs/train_reference.py --arch lama-gan --seed 0 --steps N --output FILE.safetensors \\
+    python -m rtb_train.lama_gan --seed 0 --steps N --output FILE.safetensors \\
         [--device cuda] [--batch B] [--workers W] [--checkpoint-dir DIR]
 
-(``python jobs/train_lama_gan.py`` with the same arguments is the same job.) Data are made by ``--workers``
+Data are made by ``--workers``
 processes; batch ``k`` is drawn only from ``(seed, k)``, so the data do not depend on the number of workers and
 a resumed run sees exactly the batches it would have seen. On CUDA the networks run under bfloat16 autocast
 (the spectral branch in float32). Every ``--checkpoint-every`` steps generator, discriminator, EMA, both
@@ -16,45 +16,20 @@ training photos, or ``--photos`` with a file made by ``--export-photos`` on a ma
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import multiprocessing
 import os
 import platform
 import sys
 import time
-import types
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def make_rtb_importable() -> None:
-    """Make ``rtb.reference`` importable with only torch, numpy, pillow and safetensors installed.
-
-    The repository root goes on ``sys.path`` when ``rtb`` is not installed. If the package's top level cannot be
-    imported (it pulls in the serving dependencies: fsspec, torchmetrics, ...), ``rtb`` is registered as a bare
-    package so that its ``reference`` subpackage, which needs none of them, still imports.
-    """
-    if "rtb" in sys.modules:  # imported already (or registered by an earlier call)
-        return
-    if importlib.util.find_spec("rtb") is None:
-        sys.path.insert(0, str(REPO))
-    try:
-        import rtb  # noqa: F401
-    except Exception:  # noqa: BLE001 - a missing or incompatible serving dependency: fall back to the bare package
-        package = types.ModuleType("rtb")
-        package.__path__ = [str(REPO / "rtb")]
-        sys.modules["rtb"] = package
-
-
-make_rtb_importable()
-
-from rtb.reference.data import (  # noqa: E402
+from rtb.reference.lama import LamaConfig, save_lama_weights
+from rtb_train.data import (
     HELDOUT_PROCEDURAL_SEED,
     GanDataConfig,
     export_training_photos,
@@ -65,10 +40,8 @@ from rtb.reference.data import (  # noqa: E402
     procedural_image,
     random_mask,
 )
-from rtb.reference.gan import DiscriminatorConfig, GanTrainConfig, GanTrainer, apply_colour_jitter  # noqa: E402
-from rtb.reference.gan import lr_schedule_summary  # noqa: E402
-from rtb.reference.lama import LamaConfig, save_lama_weights  # noqa: E402
-from rtb.reference.model import composite  # noqa: E402
+from rtb_train.gan import DiscriminatorConfig, GanTrainConfig, GanTrainer, apply_colour_jitter, lr_schedule_summary
+from rtb_train.reference import HELDOUT_MASK_SEED, heldout_psnr
 
 CHECKPOINT_PREFIX = "step-"
 # The number of steps of a ``--steps auto`` run until its probe has fixed the real number (no decay before it).
@@ -122,7 +95,7 @@ def render_pool(seed: int, count: int, side: int, processes: int) -> np.ndarray:
 
 
 def heldout_set(size: int, procedural: int) -> tuple[list[np.ndarray], list[np.ndarray], str]:
-    """Held-out images and fixed masks for progress lines (the masks of ``train_reference.py``: seed 12345)."""
+    """Held-out images and fixed masks for progress lines (the masks of :mod:`rtb_train.reference`)."""
     try:
         images = [image for _, image in heldout_images(size, procedural)]
         source = f"held-out set ({len(images)} images)"
@@ -130,24 +103,9 @@ def heldout_set(size: int, procedural: int) -> tuple[list[np.ndarray], list[np.n
         rng = np.random.default_rng(HELDOUT_PROCEDURAL_SEED)
         images = [procedural_image(rng, size) for _ in range(procedural)]
         source = f"procedural held-out images only ({len(images)}; held-out photos unavailable: {error!r})"
-    mask_rng = np.random.default_rng(12345)
+    mask_rng = np.random.default_rng(HELDOUT_MASK_SEED)
     masks = [random_mask(mask_rng, size, 0.05, 0.25) for _ in images]
     return images, masks, source
-
-
-@torch.no_grad()
-def heldout_psnr(net: torch.nn.Module, images: list[np.ndarray], masks: list[np.ndarray], device: torch.device,
-                 chunk: int = 8) -> float:
-    """Mean hole PSNR (dB) of ``net`` (eval mode, float32) over the held-out images with their fixed masks."""
-    net.eval()
-    values = []
-    for start in range(0, len(images), chunk):
-        x = torch.from_numpy(np.stack(images[start : start + chunk]).transpose(0, 3, 1, 2)).to(device)
-        m = torch.from_numpy(np.stack(masks[start : start + chunk]))[:, None].to(device)
-        out = composite(x, m, net(x, m).float())
-        mse = ((out - x).square() * m).sum(dim=(1, 2, 3)) / (m.sum(dim=(1, 2, 3)) * 3)
-        values += (10 * torch.log10(1.0 / mse.clamp_min(1e-10))).tolist()
-    return float(np.mean(values))
 
 
 def checkpoints(directory: Path) -> list[Path]:
@@ -279,7 +237,7 @@ def main(argv: list[str] | None = None, command: str | None = None) -> int:
         print(f"wrote the training photos to {args.export_photos}", flush=True)
         return 0
     start = time.time()
-    command = command or "python jobs/train_lama_gan.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = command or "python -m rtb_train.lama_gan " + " ".join(sys.argv[1:] if argv is None else argv)
     auto_steps = args.steps == "auto"
     if auto_steps and args.time_budget_minutes is None:
         raise SystemExit("--steps auto needs --time-budget-minutes")

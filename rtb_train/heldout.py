@@ -1,6 +1,6 @@
 """A held-out evaluation catalog: images the reference model never saw in training, with logo/text/face masks.
 
-Backgrounds come from three sources, none used to train the reference model (:mod:`rtb.reference.data`):
+Backgrounds come from three sources, none used to train the reference model (:mod:`rtb_train.data`):
 
 - procedural catalog-like images drawn from :data:`HELDOUT_SEED` (training draws them from seed 0);
 - random crops of the colour photos that training holds out (``astronaut``, ``coffee``);
@@ -12,7 +12,7 @@ with an outline, or a face (a ``skimage.data.lfw_subset`` face, tinted, in an el
 face-like ellipse with eyes and mouth). The mask covers the element plus a 2 px margin; its area is 3–15 % of
 the image. Written as a ``pairs`` catalog (``NAME.png``, ``NAME_mask.png``, ``NAME.txt``), deterministic:
 
-    python -m rtb.evaluation.heldout OUT_DIR [--count 32] [--size 128]
+    python -m rtb_train.heldout OUT_DIR [--count 32] [--size 128]
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ MIN_AREA, MAX_AREA = 0.03, 0.15
 def _check_not_trained() -> None:
     """Refuse to build when the reference model's training set uses one of our photos."""
     try:
-        from rtb.reference.data import TRAIN_SKIMAGE
+        from rtb_train.data import TRAIN_SKIMAGE
     except ImportError:  # the reference package is absent: nothing to collide with
         return
     overlap = set(TRAIN_SKIMAGE) & (set(GREY_PHOTOS) | set(COLOUR_PHOTOS))
@@ -65,7 +65,7 @@ def background(rng: np.random.Generator, size: int, photos: dict[str, np.ndarray
     """``(source name, size×size×3 uint8)`` from one of the three held-out sources."""
     kind = int(rng.integers(0, 3))
     if kind == 0:
-        from rtb.reference.data import procedural_image
+        from rtb_train.data import procedural_image
 
         return "procedural", (procedural_image(rng, size) * 255).round().astype(np.uint8)
     if kind == 1:

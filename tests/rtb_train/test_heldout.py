@@ -6,8 +6,8 @@ import numpy as np
 from PIL import Image
 
 from rtb import catalog
-from rtb.evaluation.heldout import COLOUR_PHOTOS, GREY_PHOTOS, make_heldout
-from rtb.reference.data import TRAIN_SKIMAGE
+from rtb_train.heldout import COLOUR_PHOTOS, GREY_PHOTOS, make_heldout
+from rtb_train.data import TRAIN_SKIMAGE
 
 
 def test_heldout_is_deterministic_and_well_formed(tmp_path):

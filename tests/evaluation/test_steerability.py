@@ -3,36 +3,16 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from rtb import catalog, load_inpainter
-from rtb.images import decode_image, decode_mask
-from rtb.steerability import MIN_GAIN, check_editor, rule_failures
-from tests.tiny_models import build_tiny_torchscript
+from rtb import load_inpainter
+from rtb.evaluation.steerability import MIN_GAIN, check_editor, rule_failures
+from tests.fixtures.inpainters import build_tiny_torchscript
+from tests.fixtures.samples import small_samples
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-SAMPLES = Path(__file__).resolve().parent.parent / "rtb" / "samples" / "catalog"
-
-
-def small_samples(ids=("cameraman", "coffee"), side: int = 96):
-    """Bundled samples downscaled so the longer side is ``side`` (masks scaled with them): ``(images, masks, ids)``."""
-    rows = {r["id"]: r for r in catalog.list_pairs(catalog.list_files(str(SAMPLES)))}
-    images, masks = [], []
-    for image_id in ids:
-        pair = catalog.read_pair(rows[image_id])
-        image = decode_image(pair["image"]).convert("RGB")
-        mask = Image.fromarray(decode_mask(pair["mask"]).astype(np.uint8) * 255)
-        scale = side / max(image.size)
-        size = (round(image.width * scale), round(image.height * scale))
-        images.append(image.resize(size, Image.BICUBIC))
-        masks.append(np.asarray(mask.resize(size, Image.BILINEAR)) > 0)
-    return images, masks, list(ids)
-
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):

@@ -115,8 +115,8 @@ def feature_matching(fake_features: list[torch.Tensor], real_features: list[torc
 
 def apply_colour_jitter(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     """Colour jitter on a batch ``N×3×H×W`` in [0, 1] with per-sample ``params`` ``N×10`` (drawn by
-    :func:`rtb.reference.data.draw_jitter`): saturation, white balance (3), contrast, brightness, gamma and a
-    channel permutation (3). The same operations as :func:`rtb.reference.data.colour_jitter`, on the device."""
+    :func:`rtb_train.data.draw_jitter`): saturation, white balance (3), contrast, brightness, gamma and a
+    channel permutation (3). The same operations as :func:`rtb_train.data.colour_jitter`, on the device."""
     p = params.to(device=images.device, dtype=images.dtype)[:, :, None, None]
     saturation, gains, contrast, brightness, gamma = p[:, 0:1], p[:, 1:4], p[:, 4:5], p[:, 5:6], p[:, 6:7]
     grey = images.mean(dim=1, keepdim=True)
