@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import importlib.metadata
 import math
 import sys
 from dataclasses import dataclass
@@ -164,6 +165,17 @@ class Row:
     @property
     def rate(self) -> float:
         return self.batch / self.seconds
+
+
+def package_versions() -> str:
+    """Installed versions of the packages the diffusers backend runs on ("missing" where one is not installed)."""
+    parts = []
+    for name in ("diffusers", "transformers", "huggingface_hub"):
+        try:
+            parts.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            parts.append(f"{name} missing")
+    return ", ".join(parts)
 
 
 def parse_list(text: str, kind=int) -> list:
@@ -347,8 +359,8 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     peak = device_peak(device, args.peak_tflops)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"device {device_name} ({torch.get_num_threads()} threads), torch {torch.__version__}, "
-          f"bf16 peak {'n/a' if peak is None else f'{peak / 1e12:.0f} TFLOP/s'}; {args.steps} optimiser step(s) per timed "
+    print(f"device {device_name} ({torch.get_num_threads()} threads), torch {torch.__version__} (CUDA "
+          f"{torch.version.cuda}), {package_versions()}, bf16 peak {'n/a' if peak is None else f'{peak / 1e12:.0f} TFLOP/s'}; {args.steps} optimiser step(s) per timed "
           f"protection, batches {args.batches}, sizes {args.sizes}; TF32 matmul "
           f"{torch.backends.cuda.matmul.allow_tf32}, cuDNN TF32 {torch.backends.cudnn.allow_tf32}; "
           "CUDA graphs: not tried")

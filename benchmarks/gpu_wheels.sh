@@ -15,6 +15,9 @@
 # not by rtb's library or these benchmarks; importlib_metadata is not imported on Python ≥ 3.10.
 # Versions are pinned to the ones installed in .venv. diffusers 0.42 uses huggingface_hub ≥ 1.32 APIs: the GPU
 # commands print the image's huggingface_hub version first (docs/benchmarks.md, "GPU (issue 12): how to run").
+# Every wheel is the pure-Python one (py3-none-any; charset-normalizer also publishes compiled cp312 wheels): the
+# same files then install on the device's Python 3.12 and in the CPU dry run of tests/benchmarks/test_gpu_session.py
+# (this repository's .venv), so the dry run installs exactly what travels.
 #
 #     bash benchmarks/gpu_wheels.sh        # from the repository root
 set -euo pipefail
@@ -27,9 +30,8 @@ rm -rf .whl
 mkdir -p .whl
 for name in "${PACKAGES[@]}"; do
     version=$("$PYTHON" -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$name")
-    "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-        -d .whl "$name==$version"
+    "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation py \
+        --abi none --platform any -d .whl "$name==$version"
 done
 ls -l .whl
 du -sh .whl | awk '{print "total: " $1 " in .whl/"}'

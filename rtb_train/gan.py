@@ -44,7 +44,7 @@ class DiscriminatorConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "DiscriminatorConfig":
+    def from_dict(cls, data: dict) -> DiscriminatorConfig:
         return cls(widths=tuple(int(w) for w in data["widths"]), spectral_norm=bool(data["spectral_norm"]),
                    negative_slope=float(data["negative_slope"]))
 
@@ -162,6 +162,11 @@ class GanTrainConfig:
     r1_every: int = 16
     # Decay of the generator's exponential moving average (0: no EMA, ship the raw weights).
     ema_decay: float = 0.999
+    # Linear learning-rate re-warm-up, steps, after resuming from a checkpoint stored without Adam's state
+    # (rtb_train.checkpoint, optimizer_state "none"): the moments restart from zero, so the first updates are
+    # Adam's sign-like ones (|update| ≈ lr per parameter); the ramp keeps them small until the second moment
+    # has an estimate again.
+    rewarm_steps: int = 200
     # bfloat16 autocast on CUDA (the spectral branch stays float32); ignored on CPU.
     bf16: bool = True
 
@@ -169,14 +174,14 @@ class GanTrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "GanTrainConfig":
+    def from_dict(cls, data: dict) -> GanTrainConfig:
         return cls(**{k: type(getattr(cls, k))(v) for k, v in data.items()})
 
 
 class GanTrainer:
     """Generator, discriminator, their optimisers and the generator EMA; :meth:`step` does one update of each.
 
-    ``state_dict()`` / ``load_state_dict()`` hold everything a resumed run needs to continue identically.
+    :mod:`rtb_train.checkpoint` stores and restores all of it (``step_index`` and ``rewarm_start`` included).
     """
 
     def __init__(self, model: LamaConfig, disc: DiscriminatorConfig, train: GanTrainConfig,
@@ -191,13 +196,18 @@ class GanTrainer:
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=train.lr_g, betas=betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=train.lr_d, betas=betas)
         self.step_index = 0
+        # The step at which training resumed with fresh Adam moments (None: never); starts the re-warm-up.
+        self.rewarm_start: int | None = None
 
     def lr_scale(self, step: int) -> float:
+        """Factor of both learning rates at ``step``: warm-up, constant, decay; times the re-warm-up ramp."""
         cfg = self.config
         scale = min(1.0, (step + 1) / max(cfg.warmup, 1))
         decay_start = cfg.steps * (1.0 - cfg.decay_fraction)
         if cfg.decay_fraction > 0 and step >= decay_start:
             scale *= max(0.0, (cfg.steps - step) / (cfg.steps - decay_start))
+        if self.rewarm_start is not None:
+            scale *= min(1.0, (step - self.rewarm_start + 1) / max(cfg.rewarm_steps, 1))
         return scale
 
     def _autocast(self):
@@ -278,32 +288,10 @@ class GanTrainer:
         for e, b in zip(self.ema.buffers(), self.generator.buffers()):
             e.copy_(b)
 
-    def state_dict(self) -> dict:
-        return {
-            "step": self.step_index,
-            "generator": self.generator.state_dict(),
-            "discriminator": self.discriminator.state_dict(),
-            "ema": self.ema.state_dict(),
-            "opt_g": self.opt_g.state_dict(),
-            "opt_d": self.opt_d.state_dict(),
-            "model_config": self.model_config.to_dict(),
-            "disc_config": self.disc_config.to_dict(),
-            "train_config": self.config.to_dict(),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        if state["model_config"] != self.model_config.to_dict() or state["disc_config"] != self.disc_config.to_dict():
-            raise ValueError("checkpoint was written for another generator or discriminator configuration")
-        self.generator.load_state_dict(state["generator"])
-        self.discriminator.load_state_dict(state["discriminator"])
-        self.ema.load_state_dict(state["ema"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
-        self.step_index = int(state["step"])
-
 
 def lr_schedule_summary(config: GanTrainConfig) -> str:
     """One line describing the learning-rate schedule (for logs and records)."""
     decay_start = math.floor(config.steps * (1.0 - config.decay_fraction))
-    return (f"linear warm-up {config.warmup} steps, constant, linear decay to 0 from step {decay_start}; "
-            f"G {config.lr_g:g}, D {config.lr_d:g}")
+    decay = f"linear decay to 0 from step {decay_start}" if config.decay_fraction > 0 else "no decay"
+    return (f"linear warm-up {config.warmup} steps, constant, {decay}; re-warm-up {config.rewarm_steps} steps after "
+            f"a resume without Adam's state; G {config.lr_g:g}, D {config.lr_d:g}")
