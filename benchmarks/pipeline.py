@@ -351,7 +351,8 @@ def run_no_ray(catalog_dir: str, output: str, model: str, steps: int, batch_size
     import pyarrow as pa
 
     from jobs.config import JobConfig, key_salt, protect_config
-    from jobs.stages import Protector, decode_and_validate, write_images
+    from jobs.stages import Protector, decode_and_validate
+    from jobs.writer import write_images
 
     began = time.perf_counter()
     # 1. The actor's code, on the device and threads the job would give it; the model is loaded once.

@@ -29,6 +29,7 @@ from PIL import Image
 from skimage.restoration import inpaint_biharmonic
 
 from rtb.inpainters import load_inpainter
+from rtb.metrics import masked_psnr
 from rtb_train.data import heldout_images, random_mask
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -51,9 +52,12 @@ def load_folder(folder: Path, size: int) -> list[tuple[str, np.ndarray]]:
 
 
 def hole_psnr(output: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:
-    """PSNR (dB, peak 1) over hole pixels of ``H×W×3`` images; ``mask`` is ``H×W`` with 1 = hole."""
-    mse = float((((output - target) ** 2) * mask[..., None]).sum() / (mask.sum() * 3))
-    return 10.0 * np.log10(1.0 / max(mse, 1e-10))
+    """PSNR (dB, peak 1; :func:`rtb.metrics.masked_psnr`) over hole pixels of ``H×W×3`` images; ``mask`` is ``H×W``
+    with 1 = hole."""
+    def tensor(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64).transpose(2, 0, 1))[None]
+
+    return float(masked_psnr(tensor(output), tensor(target), tensor(mask[..., None]))[0])
 
 
 def mean_fill(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -89,11 +93,6 @@ def make_model(spec: str):
         return inpainter.edit(x, m)[0].numpy().transpose(1, 2, 0)
 
     return inpainter, run
-
-
-def make_reference(weights: str | None):
-    """The edit function of the reference model (``weights``: a safetensors file; None: the packaged one)."""
-    return make_model(str(weights) if weights is not None else "reference")[1]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,6 @@ unreadable images, a model that does not load or fails).
 
 from __future__ import annotations
 
-import io
 import os
 import sys
 from pathlib import Path
@@ -33,8 +32,8 @@ if __package__ in (None, ""):  # `python jobs/check_editor.py`: make `rtb` and `
 
 import click
 
-from jobs.storage import storage_options_for
-from rtb import catalog
+from jobs import reader
+from jobs.runtime import storage_options_for
 
 SAMPLES = Path(__file__).resolve().parent.parent / "rtb" / "samples" / "catalog"
 DEFAULT_LIMIT = 4
@@ -42,27 +41,6 @@ DEFAULT_LIMIT = 4
 
 class CheckError(Exception):
     """The check could not run; the message is the one-line reason shown to the user."""
-
-
-def catalog_rows(uri: str, options: dict):
-    """Catalog rows ``{id, image, mask, prompt, read_error}`` in catalog order, read lazily (stop when enough)."""
-    import pyarrow.parquet as pq
-
-    files = catalog.list_files(uri, options)
-    fmt = catalog.detect_format(files, uri)
-    if fmt == "pairs":
-        for row in catalog.list_pairs(files):
-            yield catalog.read_pair(row, options)
-        return
-    for shard in catalog.shard_files(files, fmt):
-        fs, path = catalog.url_to_fs(shard, options)
-        with fs.open(path, "rb") as handle:
-            data = handle.read()
-        if fmt == "parquet":
-            for row in pq.read_table(io.BytesIO(data)).to_pylist():
-                yield {"read_error": None, "prompt": None, **row}
-        else:
-            yield from catalog.read_tar(data, shard)
 
 
 def load_images(uri: str, limit: int, options: dict):
@@ -75,7 +53,7 @@ def load_images(uri: str, limit: int, options: dict):
 
     ids, images, masks, skipped = [], [], [], []
     try:
-        for row in catalog_rows(uri, options):
+        for row in reader.iter_rows(reader.open_catalog(uri, "auto", options, columns=("id",)), options):
             try:
                 if row.get("read_error"):
                     raise ValueError(row["read_error"])

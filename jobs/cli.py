@@ -1,5 +1,6 @@
 """The ``rtb`` command line: ``rtb protect`` (the Ray Data job), ``rtb runs``, ``rtb shard`` (pairs → Parquet),
-``rtb evaluate`` and ``rtb check-editor``. Each command lives with its job; this module only gathers them."""
+``rtb masks`` (find the regions of a catalog without masks), ``rtb evaluate`` and ``rtb check-editor``. Each command
+lives with its job; this module only gathers them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import click
 
 from jobs.check_editor import check_editor
 from jobs.evaluate import evaluate
+from jobs.masks import masks_command
 from jobs.protect import protect_command
 
 
@@ -23,7 +25,7 @@ def cli() -> None:
 def runs_command(output_uri, s3_endpoint) -> None:
     """List the runs in an output prefix, newest first (incomplete ones included)."""
     from jobs.manifest import format_runs, list_runs
-    from jobs.storage import storage_options_for
+    from jobs.runtime import storage_options_for
 
     try:
         runs = list_runs(output_uri, storage_options_for(output_uri, s3_endpoint))
@@ -52,6 +54,7 @@ def shard_command(input_uri, output_uri, rows_per_shard, s3_endpoint) -> None:
 
 
 cli.add_command(protect_command)
+cli.add_command(masks_command)
 cli.add_command(evaluate)
 cli.add_command(check_editor)
 

@@ -1,4 +1,5 @@
-"""The protection job's arguments: :class:`JobConfig`, their checks, and the one error the job raises."""
+"""The protection job's arguments: :class:`JobConfig`, their checks (each a ``ValueError`` naming the flag), the
+library settings they resolve to, and the model check that runs before any Ray work."""
 
 from __future__ import annotations
 
@@ -6,10 +7,7 @@ import os
 from dataclasses import dataclass
 
 from rtb import catalog
-
-from rtb.methods import METHODS as METHOD_TABLE
-
-METHODS = tuple(METHOD_TABLE)
+from rtb.methods import METHODS, check_budget, get_method
 
 
 @dataclass(frozen=True)
@@ -36,6 +34,10 @@ class JobConfig:
     gpus_per_actor: float | None = None
     # Input format: auto (decided from the files at --input), parquet, webdataset or pairs.
     format: str = "auto"
+    # Where the protected regions come from: "catalog" (every row's own mask) or "auto:faces,text" (rows without
+    # a mask, or with an empty one, get the faces and/or text that offline detectors find; a row's own non-empty
+    # mask always wins). Detection needs the optional extra rtb[detect].
+    masks: str = "catalog"
     # S3-compatible endpoint URL; None = AWS_ENDPOINT_URL from the environment, or AWS itself.
     s3_endpoint: str | None = None
     # Run id naming the manifest and the metrics/errors files; None = a new UTC-timestamped id. Rerunning an
@@ -58,30 +60,31 @@ class JobConfig:
     force: bool = False
     # Delete the outputs (images/<id>.png) of ids that are no longer in the catalog, and forget them.
     prune: bool = False
-    # Result rows per commit: each commit is one metrics/errors/state Parquet file per write task, and a run
-    # that dies loses at most the uncommitted rows (they are redone when the run id is rerun).
+    # A commit (one metrics, errors, state and missing Parquet file each) happens when this many result rows have
+    # come back since the last one, or commit_seconds have passed, whichever is first: a run that dies loses
+    # at most the uncommitted rows (redone when the run id is rerun), about a minute of work by default.
     commit_rows: int = 500
+    commit_seconds: float = 60.0
     # Seconds without any block moving before Ray Data gives up (its default of 30 min is short for a
     # slow optimizer or GPU nodes that take long to start).
     no_progress_timeout_s: float = 6 * 3600.0
-
-
-class JobError(Exception):
-    """The job could not run; the message is the one-line reason shown to the user."""
 
 
 def check_config(config: JobConfig) -> None:
     """Raise ``ValueError`` naming the bad value before anything starts."""
     if config.method not in METHODS:
         raise ValueError(f"--method {config.method!r} is not one of {', '.join(METHODS)}")
+    if config.eps is not None:
+        try:
+            check_budget(config.method, config.eps)
+        except ValueError as error:
+            raise ValueError(f"--eps: {error}") from None
+    try:
+        detect_kinds(config.masks)
+    except ValueError as error:
+        raise ValueError(f"--masks {config.masks!r}: {error}") from None
     if config.format not in ("auto", *catalog.FORMATS):
         raise ValueError(f"--format {config.format!r} is not one of auto, {', '.join(catalog.FORMATS)}")
-    if config.eps is not None and not config.eps > 0:
-        raise ValueError(f"--eps must be positive, got {config.eps}")
-    if config.steps is not None and config.steps < 0:
-        raise ValueError(f"--steps must be at least 0, got {config.steps}")
-    if config.batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {config.batch_size}")
     if config.actors is not None and config.actors < 1:
         raise ValueError(f"--actors must be at least 1, got {config.actors}")
     if config.gpus_per_actor is not None and not (0 <= config.gpus_per_actor):
@@ -94,20 +97,22 @@ def check_config(config: JobConfig) -> None:
         raise ValueError(f"--prune with --limit {config.limit} would delete every id past the limit; use one of them")
     if config.commit_rows < 1:
         raise ValueError(f"--commit-rows must be at least 1, got {config.commit_rows}")
-    from rtb.transforms import parse_eot, parse_output_format
+    if not config.commit_seconds > 0:
+        raise ValueError(f"--commit-seconds must be positive, got {config.commit_seconds}")
+    from rtb.transforms import parse_output_format
 
+    # The library's own checks of the settings it takes (ProtectConfig: steps, batch size, augment holes, the EOT
+    # spec, ...), each reported with the flag that set it.
     try:
-        parse_eot(config.eot)
+        protect_config(config)
     except ValueError as error:
-        raise ValueError(f"--eot {config.eot!r}: {error}") from None
+        raise ValueError(as_flag(str(error))) from None
     if config.eot and config.method != "rtb":
         raise ValueError(f"--eot applies to --method rtb only, got --method {config.method!r}")
     try:
         parse_output_format(config.output_format)
     except ValueError as error:
         raise ValueError(f"--output-format {config.output_format!r}: {error}") from None
-    if not (isinstance(config.augment_holes, int) and 0 <= config.augment_holes <= 16):
-        raise ValueError(f"--augment-holes must be an integer in [0, 16], got {config.augment_holes!r}")
     if config.run_id is not None:
         try:
             catalog.check_id(config.run_id)
@@ -124,6 +129,49 @@ def check_config(config: JobConfig) -> None:
         target = os.path.abspath(target.removeprefix("file://"))
     if target == source or target.startswith(source + "/"):
         raise ValueError(f"--output {config.output!r} must not be --input or inside it (outputs would be read as input)")
+
+
+def detect_kinds(masks: str) -> tuple[str, ...]:
+    """The detection kinds of a ``--masks`` value: ``()`` for ``catalog``, ``("face", "text")`` for
+    ``auto:faces,text`` (``auto`` alone: both); ``ValueError`` naming what does not parse."""
+    if masks == "catalog":
+        return ()
+    mode, _, spec = masks.partition(":")
+    if mode != "auto":
+        raise ValueError("must be 'catalog' or 'auto:faces,text' (auto: the regions are found by detection)")
+    names = {"faces": "face", "face": "face", "text": "text"}
+    kinds = [part.strip() for part in (spec or "faces,text").split(",")]
+    unknown = [k for k in kinds if k not in names]
+    if unknown or not kinds:
+        raise ValueError(f"unknown detection kind(s) {', '.join(map(repr, unknown))}; choose faces and/or text")
+    return tuple(dict.fromkeys(names[k] for k in kinds))
+
+
+def detect_fingerprint(kinds: tuple[str, ...]) -> str:
+    """What besides the image decides a detected mask: the detection settings and the detector packages'
+    versions (part of the content key of rows whose mask is found)."""
+    import dataclasses
+    import hashlib
+    import json
+    from importlib.metadata import PackageNotFoundError, version
+
+    from rtb.detection import DetectConfig
+
+    versions = {}
+    for name in ("opencv-python-headless", "rapidocr", "onnxruntime"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    payload = {"detect": dataclasses.asdict(DetectConfig(kinds=kinds)), "versions": versions}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+
+def as_flag(message: str) -> str:
+    """A library error about a setting (``"augment_holes must be ..."``) as one about its flag (``"--augment-holes
+    must be ..."``)."""
+    name, _, rest = message.partition(" ")
+    return f"--{name.replace('_', '-')} {rest}" if name.isidentifier() else message
 
 
 def protect_config(config: JobConfig):
@@ -155,7 +203,6 @@ def check_model(spec: str, method: str, storage_options: dict) -> str:
     actors do): the fingerprint is part of every row's content key, so it must be known before the run.
     """
     from rtb import load_inpainter
-    from rtb.methods import get_method
     from rtb.storage import fetch_to_cache, fingerprint
 
     if spec not in ("reference", "reference-gan"):

@@ -31,15 +31,10 @@ if __name__ == "__main__":
 import click  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image, ImageDraw, ImageFont  # noqa: E402
+from PIL import Image  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parent.parent / "rtb" / "samples" / "catalog"
 SEED = 0
-# Column labels (ASCII: PIL's default font has no δ or ×).
-SHEET_COLUMNS = ("source", "protected", "|delta| x{gain:g}", "edit of source", "edit of protected")
-HOLE_COLOUR = (255, 255, 0)
-# Layout of the sheet in pixels: gap between tiles, header (column labels), row-label column, footer.
-SHEET_GAP, SHEET_HEADER, SHEET_LABEL_WIDTH, SHEET_FOOTER = 6, 30, 150, 28
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -73,7 +68,8 @@ def malicious_edits(editor, samples: list[dict], seed: int = SEED) -> list[dict]
     """The ``exact`` edit (hole = the protected region) of each source and of its protected image, with the same
     editor and seed; adds ``clean_edit``, ``protected_edit``, ``hole`` and ``hole_ssim`` (the protected edit
     against the clean edit inside the hole, as ``rtb evaluate`` measures it) to each sample."""
-    from rtb.evaluation.edits import EditConfig, hole_ssim, run_edits
+    from rtb.evaluation.edits import EditConfig, run_edits
+    from rtb.metrics import hole_ssim
 
     config = EditConfig(families=("exact",), seed=seed)
     out = []
@@ -87,23 +83,6 @@ def malicious_edits(editor, samples: list[dict], seed: int = SEED) -> list[dict]
     return out
 
 
-def _font(size: int):
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: the bitmap default font
-        return ImageFont.load_default()
-
-
-def _outlined(tile: Image.Image, hole: torch.Tensor) -> Image.Image:
-    """``tile`` with the hole's 1-px boundary drawn in yellow."""
-    m = hole.cpu().numpy() > 0.5
-    inner = np.pad(m, 1)
-    edge = m & ~(inner[2:, 1:-1] & inner[:-2, 1:-1] & inner[1:-1, 2:] & inner[1:-1, :-2])
-    array = np.asarray(tile).copy()
-    array[edge] = HOLE_COLOUR
-    return Image.fromarray(array)
-
-
 def demo_sheet(rows: list[dict], footer: str = "") -> Image.Image:
     """One row per sample: ``source | protected | |δ| amplified | edit of source | edit of protected``.
 
@@ -111,39 +90,11 @@ def demo_sheet(rows: list[dict], footer: str = "") -> Image.Image:
     the protected image against the edit of the source (1 = the same fill: the protection did nothing). The
     hole is outlined in yellow on both edits; ``footer`` is written under the grid.
     """
-    from rtb.evaluation.report import DELTA_GAIN, to_pil
+    from rtb.evaluation.sheets import DEMO_COLUMNS, DEMO_LAYOUT, edit_tiles, grid
 
-    cell_w = max(int(r["source"].shape[-1]) for r in rows)
-    heights = [int(r["source"].shape[-2]) for r in rows]
-    gap, header, label_w, footer_h = SHEET_GAP, SHEET_HEADER, SHEET_LABEL_WIDTH, SHEET_FOOTER if footer else 0
-    font, small = _font(18), _font(14)
-    columns = [name.format(gain=DELTA_GAIN) for name in SHEET_COLUMNS]
-    width = label_w + len(columns) * (cell_w + gap)
-    sheet = Image.new("RGB", (width, header + sum(heights) + gap * len(rows) + footer_h), (255, 255, 255))
-    draw = ImageDraw.Draw(sheet)
-    for c, name in enumerate(columns):
-        draw.text((label_w + c * (cell_w + gap) + 2, 5), name, fill=(0, 0, 0), font=font)
-    top = header
-    for row, height in zip(rows, heights):
-        draw.text((6, top + height // 2 - 22), row["id"], fill=(0, 0, 0), font=font)
-        draw.text((6, top + height // 2 + 2), f"hole-SSIM {row['hole_ssim']:.3f}", fill=(60, 60, 60), font=small)
-        delta = ((row["protected"] - row["source"]).abs() * DELTA_GAIN).clamp(0, 1)
-        tiles = [to_pil(row["source"]), to_pil(row["protected"]), to_pil(delta),
-                 _outlined(to_pil(row["clean_edit"]), row["hole"]), _outlined(to_pil(row["protected_edit"]), row["hole"])]
-        for c, tile in enumerate(tiles):
-            sheet.paste(tile, (label_w + c * (cell_w + gap), top))
-        top += height + gap
-    if footer:
-        draw.text((6, sheet.height - footer_h + 6), footer, fill=(60, 60, 60), font=small)
-    return sheet
-
-
-def small_copy(sheet: Image.Image, path: str | Path, scale: float = 0.62) -> None:
-    """A small PNG copy of ``sheet`` for docs: downscaled, 256 colours, Floyd–Steinberg dithered (gradients stay
-    smooth); about 0.3 MB for the demo's six samples."""
-    small = sheet.convert("RGB").resize((round(sheet.width * scale), round(sheet.height * scale)), Image.LANCZOS)
-    palette = small.quantize(colors=256, method=Image.Quantize.FASTOCTREE)
-    small.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG).save(path, optimize=True)
+    return grid(DEMO_COLUMNS, [([row["id"], f"hole-SSIM {row['hole_ssim']:.3f}"],
+                                edit_tiles(row["source"], row["protected"], row["clean_edit"], row["protected_edit"], row["hole"]))
+                               for row in rows], DEMO_LAYOUT, footer)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -167,7 +118,9 @@ def main(output: str, model: str, steps: int | None, sheet_copy: str | None) -> 
     import pyarrow.parquet as pq
 
     from jobs.evaluate import main as evaluate_main
-    from jobs.protect import JobConfig, JobError, one_line, run, summary_line
+    from jobs.manifest import summary_line
+    from jobs.protect import JobConfig, run
+    from jobs.runtime import JobError, one_line
     from rtb import load_inpainter
 
     # 1. Run the job exactly as `rtb protect` would.
@@ -213,6 +166,8 @@ def main(output: str, model: str, steps: int | None, sheet_copy: str | None) -> 
     sheet = demo_sheet(rows, footer)
     sheet.save(sheet_path)
     if sheet_copy:
+        from rtb.evaluation.sheets import small_copy
+
         small_copy(sheet, sheet_copy)
     sheet_seconds = time.perf_counter() - began
     click.echo("")

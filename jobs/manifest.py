@@ -6,24 +6,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import platform
 import posixpath
-import re
 
 from jobs.config import JobConfig, protect_config
+from jobs.rows import COMMIT_FILE
+from jobs.runtime import package_versions
 from rtb import catalog
-
-
-def package_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("rtb", "ray", "torch", "pyarrow", "numpy", "pillow", "fsspec", "s3fs", "diffusers"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return out
 
 
 def build_manifest(config: JobConfig, resolved: dict, counts: dict, fingerprints: list[str], devices: list[str],
@@ -67,26 +55,13 @@ def summary_line(manifest: dict) -> str:
     counts = manifest["counts"]
     resumed = f" (resumed: {counts['resumed']} committed earlier)" if counts.get("resumed") else ""
     missing = f", missing {counts['missing']}" if counts.get("missing") else ""
+    missing += f", no region {counts['no_region']}" if counts.get("no_region") else ""
     return (
         f"rtb protect: run {manifest['run_id']}: protected {counts['protected']}, unchanged {counts['unchanged']}, "
         f"failed {counts['failed']}{missing} of {counts['read']} rows read{resumed} in {manifest['wall_seconds']:.1f} s "
         f"({manifest['images_per_second'] or 0:.3f} images/s); manifest "
         f"{catalog.join(manifest['output'], 'runs', manifest['run_id'] + '.json')}"
     )
-
-
-def one_line(error: BaseException) -> str:
-    """The most specific one-line reason inside a (possibly Ray-wrapped) exception."""
-    text = str(error)
-    for marker in ("ValueError: ", "FileNotFoundError: ", "PermissionError: ", "OSError: ", "RuntimeError: "):
-        if marker in text:
-            tail = text[text.rindex(marker):].strip().splitlines()
-            return tail[0]
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return f"{type(error).__name__}: {lines[0] if lines else ''}"
-
-
-_COMMIT = re.compile(r"(?P<run>.+)-a[0-9a-f]{8}-\d{5}\.parquet")
 
 
 def list_runs(output: str, storage_options: dict) -> list[dict]:
@@ -107,7 +82,7 @@ def list_runs(output: str, storage_options: dict) -> list[dict]:
         }
     for folder in ("metrics", "errors"):
         for path in fs.glob(f"{root}/{folder}/*.parquet"):
-            match = _COMMIT.fullmatch(posixpath.basename(path))
+            match = COMMIT_FILE.fullmatch(posixpath.basename(path))
             if match and match["run"] not in runs:
                 modified = fs.modified(path) if hasattr(fs, "modified") else None
                 runs[match["run"]] = {"run_id": match["run"], "status": "incomplete",

@@ -11,7 +11,8 @@ Formats (``detect_format`` picks one from what is at a URI):
   ``<key>.txt``; the id is the key.
 - ``pairs``: a folder of ``NAME.<ext>`` with ``NAME_mask.png`` (and optionally ``NAME.txt``); the id is ``NAME``.
 
-Every function here is plain Python over fsspec; the Ray job (``jobs/protect.py``) calls them from its stages.
+Every function here is plain Python over fsspec; the jobs call them from their readers and stages (the
+output layout of ``rtb protect`` and its schemas: ``jobs/rows.py``).
 A row that cannot be read keeps its id and carries a ``read_error`` string instead of failing the shard.
 """
 
@@ -43,59 +44,6 @@ _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 CATALOG_SCHEMA = pa.schema(
     [("id", pa.string()), ("image", pa.binary()), ("mask", pa.binary()), ("prompt", pa.string())]
 )
-
-METRICS_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("run_id", pa.string()),
-        ("status", pa.string()),
-        ("method", pa.string()),
-        ("model_fingerprint", pa.string()),
-        ("config_hash", pa.string()),
-        ("source_sha256", pa.string()),
-        ("mask_sha256", pa.string()),
-        # sha256 of the image bytes, the mask bytes, the config hash and the model fingerprint: the id's
-        # protection is current while its catalog row still has this key (incremental runs skip it).
-        ("content_key", pa.string()),
-        ("protected_path", pa.string()),
-        ("protected_sha256", pa.string()),
-        # How the file at protected_path is stored (png, jpeg:Q, webp:Q) and the L∞ bound and PSNR its decoded
-        # pixels reach against the source: equal to linf/psnr for png, what the codec left for a lossy format.
-        ("output_format", pa.string()),
-        ("stored_linf", pa.float64()),
-        ("stored_psnr", pa.float64()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("mode", pa.string()),
-        ("mask_fraction", pa.float64()),
-        ("eps", pa.float64()),
-        ("steps", pa.int32()),
-        ("linf", pa.float64()),
-        ("psnr", pa.float64()),
-        ("ssim", pa.float64()),
-        ("loss_implant", pa.float64()),
-        ("loss_expanded", pa.float64()),
-        ("loss_hide", pa.float64()),
-        ("seconds", pa.float64()),
-        ("device", pa.string()),
-    ]
-)
-
-ERRORS_SCHEMA = pa.schema(
-    [("id", pa.string()), ("run_id", pa.string()), ("stage", pa.string()), ("error", pa.string())]
-)
-
-# state/<run_id>/*.parquet: what is current after a run, one row per id whose protection stands.
-STATE_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("content_key", pa.string()),  # the key the protection was made for (see METRICS_SCHEMA)
-        ("protected_path", pa.string()),  # images/<id>.png
-        ("protected_sha256", pa.string()),  # sha256 of those bytes
-        ("run_id", pa.string()),  # the run whose metrics row is this id's record
-    ]
-)
-
 
 # ----------------------------------------------------------------------------------------------------------
 # Names and URIs
@@ -194,12 +142,13 @@ def shard_files(files: list[str], fmt: str) -> list[str]:
     return [f for f in files if f.lower().endswith(suffix)]
 
 
-def list_pairs(files: list[str]) -> list[dict]:
+def list_pairs(files: list[str], require_mask: bool = True) -> list[dict]:
     """Group a pairs folder listing into rows ``{id, image_path, mask_path, prompt_path, read_error}``.
 
     The id is the file name without its extension, relative to nothing (only the base name is used).
-    An image without ``NAME_mask.png`` or a mask without an image keeps a row with a ``read_error``;
-    two images with the same NAME (``a.png`` and ``a.jpg``) give one row with a ``read_error``.
+    An image without ``NAME_mask.png`` (unless ``require_mask`` is False: a catalog whose masks are to be
+    found) or a mask without an image keeps a row with a ``read_error``; two images with the same NAME
+    (``a.png`` and ``a.jpg``) give one row with a ``read_error``.
     """
     images: dict[str, list[str]] = {}
     masks: dict[str, str] = {}
@@ -221,7 +170,7 @@ def list_pairs(files: list[str]) -> list[dict]:
             error = f"mask {posixpath.basename(masks[name])!r} has no image next to it (expected {name}.png/.jpg/.webp)"
         elif len(found) > 1:
             error = f"id {name!r} has {len(found)} images: {', '.join(posixpath.basename(f) for f in found)}"
-        elif name not in masks:
+        elif name not in masks and require_mask:
             error = f"missing mask: expected {name}{MASK_SUFFIX} next to {posixpath.basename(found[0])}"
         rows.append(
             {
@@ -274,11 +223,11 @@ def _tar_key(name: str) -> tuple[str, str] | None:
     return None
 
 
-def read_tar(data: bytes, shard: str = "") -> Iterator[dict]:
+def read_tar(data: bytes, shard: str = "", require_mask: bool = True) -> Iterator[dict]:
     """Rows ``{id, image, mask, prompt, read_error}`` from the bytes of one webdataset tar shard.
 
-    The id is the member name without its suffix (``a/b.png`` -> ``a/b``). A key missing its image or mask
-    keeps a row with a ``read_error``; a key with two images is an error too. Members of other types are
+    The id is the member name without its suffix (``a/b.png`` -> ``a/b``). A key missing its image, or its
+    mask when ``require_mask``, keeps a row with a ``read_error``; a key with two images is an error too. Members of other types are
     ignored. A tar that cannot be opened yields one row with id ``<shard>`` and the error.
     """
     samples: dict[str, dict] = {}
@@ -305,7 +254,7 @@ def read_tar(data: bytes, shard: str = "") -> Iterator[dict]:
     for key, sample in samples.items():
         if sample["read_error"] is None and sample["image"] is None:
             sample["read_error"] = f"key {key!r} has a mask but no image in {posixpath.basename(shard)}"
-        elif sample["read_error"] is None and sample["mask"] is None:
+        elif sample["read_error"] is None and sample["mask"] is None and require_mask:
             sample["read_error"] = f"missing mask: expected {key}{TAR_MASK_SUFFIX} in {posixpath.basename(shard)}"
         yield sample
 

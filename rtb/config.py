@@ -66,7 +66,10 @@ class ProtectConfig:
     max_mask_fraction: float = 0.9
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "eot", parse_eot(self.eot))
+        try:
+            object.__setattr__(self, "eot", parse_eot(self.eot))
+        except ValueError as error:
+            raise ValueError(f"eot {self.eot!r}: {error}") from None
         # Only the sign here: the range depends on the method (rtb.methods.check_budget is where it is checked).
         if self.eps is not None and not self.eps > 0:
             raise ValueError(f"eps must be positive, got {self.eps!r}")

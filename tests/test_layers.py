@@ -107,3 +107,17 @@ def test_importing_rtb_imports_no_training_job_or_cli_code():
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'rtb_train', 'jobs', 'benchmarks', 'ray', 'click'}))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_job_layer_and_the_trainers_stay_readable():
+    """No file in jobs/ over 350 lines; no function in jobs/ or rtb_train/ over 80 lines (the library's numbered-step
+    entry points may be longer, as diffusers' are)."""
+    long_files = [f"{p.name}: {n}" for p in sorted((REPO / "jobs").glob("*.py"))
+                  if (n := len(p.read_text().splitlines())) > 350]
+    long_functions = []
+    for folder in ("jobs", "rtb_train"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 80:
+                    long_functions.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}")
+    assert not long_files and not long_functions, long_files + long_functions

@@ -10,26 +10,23 @@ import math
 from collections import defaultdict
 
 import numpy as np
-import torch
-from PIL import Image, ImageDraw, ImageFont
 
 from rtb.evaluation.masks import FAMILIES, family_kind
+from rtb.metrics import GOALS as THRESHOLDS
 
 # Metrics summarised per (arm, family), in report order.
 METRICS = ("hole_ssim", "hole_psnr", "full_ssim", "full_psnr", "target_distance", "clean_target_distance",
            "protect_psnr", "protect_ssim", "protect_linf")
 # PSNR of identical images is infinite; summaries cap it here so medians and quartiles stay numbers.
 PSNR_CAP = 100.0
-# |δ| is multiplied by this in the contact sheets (ε = 0.025 becomes 0.25 of full scale).
-DELTA_GAIN = 10.0
-SHEET_COLUMNS = ("source", "protected", f"|delta| x{DELTA_GAIN:g}", "clean edit", "protected edit")
-# The goals the efficacy is stated on: (label, arm, family, metric, comparison, threshold), on medians.
+# The goals the efficacy is stated on: (label, arm, family, metric, comparison, threshold), on medians; the
+# thresholds are rtb.metrics.GOALS.
 GOALS = (
-    ("exact hole-SSIM (RTB)", "protected", "exact", "hole_ssim", "<=", 0.30),
-    ("exact hole-SSIM (noise)", "control", "exact", "hole_ssim", ">=", 0.85),
-    ("elsewhere full-SSIM", "protected", "elsewhere", "full_ssim", ">=", 0.95),
-    ("ring-half full-SSIM", "protected", "ring-half", "full_ssim", ">=", 0.95),
-    ("protected vs source PSNR", "protected", "exact", "protect_psnr", ">=", 32.0),
+    ("exact hole-SSIM (RTB)", "protected", "exact", "hole_ssim", "<=", THRESHOLDS.malicious_hole_ssim),
+    ("exact hole-SSIM (noise)", "control", "exact", "hole_ssim", ">=", THRESHOLDS.control_hole_ssim),
+    ("elsewhere full-SSIM", "protected", "elsewhere", "full_ssim", ">=", THRESHOLDS.benign_full_ssim),
+    ("ring-half full-SSIM", "protected", "ring-half", "full_ssim", ">=", THRESHOLDS.benign_full_ssim),
+    ("protected vs source PSNR", "protected", "exact", "protect_psnr", ">=", THRESHOLDS.protect_psnr),
 )
 
 
@@ -113,66 +110,6 @@ def worst_transform(per_transform: dict[str, dict]) -> str:
     scored = [(median(per_transform[t], "protected", "exact", "hole_ssim"), -i, t) for i, t in enumerate(names)]
     scored = [item for item in scored if item[0] is not None]
     return max(scored)[2] if scored else names[0]
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Contact sheets
-# ----------------------------------------------------------------------------------------------------------
-
-
-def _font(size: int):
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
-
-
-def to_pil(x: torch.Tensor) -> Image.Image:
-    """``3×H×W`` in [0, 1] → RGB PIL image (rounded)."""
-    array = (x.detach().to("cpu", torch.float64).clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    return Image.fromarray(np.ascontiguousarray(array), mode="RGB")
-
-
-def _outline(image: Image.Image, hole: torch.Tensor, colour=(255, 255, 0)) -> Image.Image:
-    """Draw the hole's boundary (1 px) on a copy of ``image``."""
-    m = hole.to("cpu").numpy() > 0.5
-    edge = m & ~(np.pad(m, 1)[2:, 1:-1] & np.pad(m, 1)[:-2, 1:-1] & np.pad(m, 1)[1:-1, 2:] & np.pad(m, 1)[1:-1, :-2])
-    array = np.asarray(image).copy()
-    array[edge] = colour
-    return Image.fromarray(array)
-
-
-def contact_sheet(source: torch.Tensor, protected: torch.Tensor, rows: list[tuple[str, dict]]) -> Image.Image:
-    """A sheet with one row per (label, edits): source | protected | |δ| amplified | clean edit | protected edit.
-
-    Args:
-        source, protected: ``3×H×W`` in [0, 1].
-        rows: ``(label, {"clean": 3×H×W, "protected": 3×H×W, "hole": H×W})`` per row; the hole is outlined
-            in yellow on the two edits.
-    """
-    h, w = source.shape[-2:]
-    gap, header, label_w = 4, 18, 120
-    font = _font(12)
-    delta = ((protected - source).abs() * DELTA_GAIN).clamp(0, 1)
-    sheet = Image.new("RGB", (label_w + len(SHEET_COLUMNS) * (w + gap), header + len(rows) * (h + gap)), (255, 255, 255))
-    draw = ImageDraw.Draw(sheet)
-    for c, name in enumerate(SHEET_COLUMNS):
-        draw.text((label_w + c * (w + gap) + 2, 2), name, fill=(0, 0, 0), font=font)
-    for r, (label, edits) in enumerate(rows):
-        top = header + r * (h + gap)
-        draw.text((4, top + h // 2 - 6), label, fill=(0, 0, 0), font=font)
-        tiles = [to_pil(source), to_pil(protected), to_pil(delta),
-                 _outline(to_pil(edits["clean"]), edits["hole"]), _outline(to_pil(edits["protected"]), edits["hole"])]
-        for c, tile in enumerate(tiles):
-            sheet.paste(tile, (label_w + c * (w + gap), top))
-    return sheet
-
-
-def sheet_name(image_id: str, transform: str = "none") -> str:
-    """File name of an image's contact sheet under ``sheets/`` (ids may contain '/'); a transform other than
-    ``none`` adds its label: ``img0.jpeg-75.png``."""
-    label = "" if transform == "none" else "." + str(transform).replace(":", "-")
-    return image_id.replace("/", "__") + label + ".png"
 
 
 # ----------------------------------------------------------------------------------------------------------

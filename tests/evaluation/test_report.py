@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from rtb.evaluation.report import PSNR_CAP, contact_sheet, sheet_name, summarize, write_html
+from rtb.evaluation.report import PSNR_CAP, summarize, write_html
+from rtb.evaluation.sheets import contact_sheet, sheet_name
 
 
 def rows():

@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jobs.demo import (SAMPLES, SHEET_FOOTER, SHEET_GAP, SHEET_HEADER, SHEET_LABEL_WIDTH, demo_sheet, malicious_edits,
-                       read_samples, small_copy)
+from jobs.demo import SAMPLES, demo_sheet, malicious_edits, read_samples
+from rtb.evaluation.sheets import DEMO_LAYOUT, small_copy
+
+SHEET_FOOTER, SHEET_GAP, SHEET_HEADER, SHEET_LABEL_WIDTH = (DEMO_LAYOUT.footer, DEMO_LAYOUT.gap, DEMO_LAYOUT.header,
+                                                            DEMO_LAYOUT.label_width)
 from rtb import ProtectConfig, load_inpainter, protect
 from tests.fixtures.samples import small_samples
 

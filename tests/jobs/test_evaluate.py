@@ -56,15 +56,10 @@ def runs(tmp_path_factory, tiny_model):
 
 
 def chromium() -> str:
-    """The Chromium binary; installed with apt-get (Debian's `chromium`) when missing."""
+    """The Chromium binary (Debian's `chromium`, which .ci/run installs); the test skips, saying so, without one."""
     found = shutil.which("chromium")
     if found is None:
-        subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
-        install = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"],
-                                 capture_output=True, text=True, env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"})
-        found = shutil.which("chromium")
-        if found is None:
-            pytest.skip(f"chromium is missing and apt-get could not install it: {install.stderr[-300:]}")
+        pytest.skip("no chromium on PATH: install Debian's chromium (as .ci/run does) to open the report in a browser")
     return found
 
 

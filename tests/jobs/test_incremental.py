@@ -131,7 +131,7 @@ def test_eot_and_lossy_output_format_through_the_job(tmp_path, tiny_model):
     assert (lossless["counts"]["protected"], lossless["counts"]["unchanged"]) == (2, 0)
     assert sorted(p.name for p in (out / "images").iterdir()) == ["q0.png", "q1.png"]
     # 3. A bad spec is refused before anything runs, naming the value.
-    from jobs.config import JobError
+    from jobs.runtime import JobError
 
     with pytest.raises(JobError, match="--eot 'jpeg:200'"):
         run(JobConfig(**config, eot="jpeg:200"))

@@ -16,7 +16,7 @@ from PIL import Image
 
 from jobs.protect import JobConfig, JobError, run
 from rtb import catalog
-from rtb.catalog import ERRORS_SCHEMA, METRICS_SCHEMA
+from jobs.rows import ERRORS_SCHEMA, METRICS_SCHEMA
 from tests.fixtures.catalogs import EPS, LEVELS, good_rows, make_image, make_mask, png
 
 pytestmark = pytest.mark.usefixtures("ray_session")

@@ -9,8 +9,9 @@ import pytest
 import pyarrow as pa
 from PIL import Image
 
-from jobs.stages import DECODED_SCHEMA, PROTECTED_SCHEMA, RESULT_SCHEMA, Protector, decode_and_validate, write_images
-from jobs.state import split_results
+from jobs.rows import DECODED_SCHEMA, PROTECTED_SCHEMA, RESULT_SCHEMA
+from jobs.stages import Protector, decode_and_validate
+from jobs.writer import split_results, write_images
 from rtb import ProtectConfig
 from rtb.catalog import CATALOG_SCHEMA
 from tests.fixtures.catalogs import LEVELS, good_rows, make_image, make_mask, png
@@ -59,7 +60,7 @@ def test_protector_records_a_failing_row_instead_of_raising(tiny_model):
 
 
 def test_s3_retries_are_bounded_and_a_bad_setting_is_named(monkeypatch):
-    from jobs.storage import S3_ATTEMPTS, storage_options_for
+    from jobs.runtime import S3_ATTEMPTS, storage_options_for
 
     options = storage_options_for("s3://bucket/x", "http://127.0.0.1:9")
     assert options["config_kwargs"]["retries"] == {"max_attempts": S3_ATTEMPTS, "mode": "standard"}

@@ -85,3 +85,18 @@ def test_ray_job_submit_runs_the_entrypoint_on_the_cluster(ray_head, s3_bucket, 
     manifest = json.loads(fs.cat_file(f"{bucket}/out/runs/submitted.json"))
     assert manifest["counts"]["protected"] == 3
     assert sorted(p.rsplit("/", 1)[1] for p in fs.find(f"{bucket}/out/images")) == ["sub-0.png", "sub-1.png", "sub-2.png"]
+
+    # The evaluation job under `ray job submit` too, through the same runtime: the job's runtime env already sets
+    # the AWS keys (Ray refuses to set the same key twice), and its CPU actors get the protect job's thread share.
+    evaluation = subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", address, "--submission-id", submission + "-eval",
+         "--working-dir", str(REPO), "--runtime-env-json", json.dumps(runtime_env), "--",
+         sys.executable, "jobs/evaluate.py", "--catalog", f"s3://{bucket}/catalog", "--protected", f"s3://{bucket}/out",
+         "--output", f"s3://{bucket}/eval", "--model", tiny_model, "--s3-endpoint", endpoint, "--sample", "1"],
+        env=env, capture_output=True, text=True, timeout=400,
+    )
+    assert evaluation.returncode == 0, evaluation.stdout[-3000:] + evaluation.stderr[-3000:]
+    assert "rtb evaluate: 3 image(s), 0 failed" in evaluation.stdout
+    summary = json.loads(fs.cat_file(f"{bucket}/eval/summary.json"))
+    assert summary["pool"]["threads"] == manifest["config"]["threads_per_actor"]
+    assert summary["pool"]["actors"] == manifest["config"]["actors"]
