@@ -7,6 +7,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from rtb.budget import BUDGETS
+from rtb.colour import COLOURS
 from rtb.transforms import Transform, format_transforms, parse_eot
 
 TARGETS = ("primary", "gray", "invert", "custom")
@@ -64,6 +66,19 @@ class ProtectConfig:
     surrogate_draws: int = 4
     # Masks covering more than this fraction of the image are refused (nothing left to hide a trigger in).
     max_mask_fraction: float = 0.9
+    # Per-pixel budget map (rtb.budget): "uniform" = ε on every pixel (the paper's); "jnd" = Chou & Li's (1995)
+    # just-noticeable-difference map of the source (luminance adaptation and texture masking) with ε as the
+    # ceiling, so flat mid-tones get less than ε and the L∞ guarantee still holds. For the L2 method
+    # (photoguard-diffusion) "jnd" adds the JND map as a per-pixel bound beside its L2 ball.
+    budget: str = "uniform"
+    # Basis δ is optimised in (rtb.colour): "rgb" = per RGB channel (the paper's; an exactly grey image gets a
+    # colour cast); "luma-chroma" = luma and colour differences (Y, R−Y, B−Y), the colour differences bounded by
+    # chroma_ratio × the budget, and an exactly grey image (R = G = B, whatever its mode) perturbed in luma only,
+    # so it comes back exactly grey.
+    colour: str = "rgb"
+    # With colour="luma-chroma": bound of |R−Y| and |B−Y| as a fraction of the per-pixel budget, in [0, 1]
+    # (0 = luma only for every image). Ignored with colour="rgb".
+    chroma_ratio: float = 0.25
 
     def __post_init__(self) -> None:
         try:
@@ -89,16 +104,32 @@ class ProtectConfig:
             raise ValueError(f"augment_holes must be an integer in [0, 16], got {self.augment_holes!r}")
         if self.surrogate_draws < 1:
             raise ValueError(f"surrogate_draws must be at least 1, got {self.surrogate_draws!r}")
+        if self.budget not in BUDGETS:
+            raise ValueError(f"budget must be one of {', '.join(BUDGETS)}; got {self.budget!r}")
+        if self.colour not in COLOURS:
+            raise ValueError(f"colour must be one of {', '.join(COLOURS)}; got {self.colour!r}")
+        ratio = self.chroma_ratio
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not (0.0 <= ratio <= 1.0):
+            raise ValueError(f"chroma_ratio must be a number in [0, 1], got {ratio!r}")
 
 
 def config_hash(config: ProtectConfig, method: str) -> str:
     """sha256 (hex) of the method name and every config field: equal hashes mean equal settings.
 
     ``eot`` enters as its canonical string and only when set, so configs without EOT keep the hashes they
-    had before the field existed.
+    had before the field existed. Likewise ``budget`` enters only when not ``"uniform"``, ``colour`` only when not
+    ``"rgb"`` and ``chroma_ratio`` only with ``colour="luma-chroma"`` (the only setting it acts on): a config at
+    those values protects exactly as before the fields existed (same bytes), so it keeps its hash, and any other
+    value changes the output, so it changes the hash and an incremental run re-protects.
     """
     payload = {"method": method, **dataclasses.asdict(config)}
-    payload.pop("eot")
+    for name in ("eot", "budget", "colour", "chroma_ratio"):
+        payload.pop(name)
     if config.eot:
         payload["eot"] = format_transforms(config.eot)
+    if config.budget != "uniform":
+        payload["budget"] = config.budget
+    if config.colour != "rgb":
+        payload["colour"] = config.colour
+        payload["chroma_ratio"] = float(config.chroma_ratio)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()

@@ -134,15 +134,20 @@ def from_working(delta: torch.Tensor, size: tuple[int, int], original: tuple[int
     return delta
 
 
-def quantize(x: torch.Tensor, delta: torch.Tensor, linf: float | None) -> np.ndarray:
+def quantize(x: torch.Tensor, delta: torch.Tensor, linf: float | torch.Tensor | None) -> np.ndarray:
     """The 8-bit protected pixels ``round((x + delta)·255)`` as ``H×W×3`` uint8.
 
     With an L∞ budget the result is clipped to ``source ± ⌈linf·255⌉`` levels, so the bound holds on the
-    bytes users get (rounding alone already keeps it; the clip makes it a guarantee).
+    bytes users get (rounding alone already keeps it; the clip makes it a guarantee). ``linf`` is one number,
+    or a per-pixel budget map ``1×H×W`` (:mod:`rtb.budget`), clipped pixel by pixel; the clip is the same on the
+    three channels, so an exactly grey ``x + delta`` stays exactly grey.
     """
     source = torch.round(x * 255.0)
     protected = torch.round((x + delta).clamp(0, 1) * 255.0)
-    if linf is not None:
+    if isinstance(linf, torch.Tensor):
+        levels = torch.ceil(linf.to(protected.dtype) * 255.0 - 1e-9)
+        protected = torch.minimum(torch.maximum(protected, source - levels), source + levels)
+    elif linf is not None:
         levels = math.ceil(linf * 255.0 - 1e-9)
         protected = torch.minimum(torch.maximum(protected, source - levels), source + levels)
     array = protected.clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()

@@ -14,6 +14,7 @@ from PIL import Image
 
 from rtb import images as imaging
 from rtb import metrics
+from rtb.budget import delta_space
 from rtb.config import ProtectConfig
 from rtb.inpainters import Inpainter, load_inpainter
 from rtb.methods import get_method, resolved_budget
@@ -45,6 +46,20 @@ class ImageStats:
     seconds: float
     # The device the optimisation ran on.
     device: str
+    # Mean over pixels of the per-pixel L∞ bound on [0, 1] (rtb.budget): eps under budget "uniform", less under
+    # "jnd" (flat mid-tones get less than ε); 1.0 for an L2 method under "uniform" (no per-pixel bound but the
+    # pixel range; a finite figure, as every metrics row needs).
+    bound_mean: float
+    # CIEDE2000 colour difference of the 8-bit protected image vs the source (rtb.metrics.delta_e00_stats): mean and
+    # 95th percentile over pixels, and the share of pixels above a just-noticeable ΔE00 of 2.3
+    # (rtb.metrics.JND_DELTA_E).
+    delta_e_mean: float
+    delta_e_p95: float
+    delta_e_above_jnd: float
+    # The source is exactly grey (R = G = B on every pixel, whatever its mode).
+    source_grey: bool
+    # For a grey source: whether the protected image is exactly grey too; None for a colour source.
+    grey_preserved: bool | None
     # Total loss at every step.
     loss_history: tuple[float, ...] = field(default=(), repr=False)
 
@@ -133,8 +148,11 @@ def protect(
         targets: for ``config.target == "custom"``, one target image per image (PIL, any size: resized).
 
     Returns:
-        :class:`ProtectResult`: 8-bit images with ``|protected − source| ≤ ⌈ε·255⌉`` levels per pixel for
-        L∞ methods, and per-image :class:`ImageStats`. Identical inputs and seed give identical bytes.
+        :class:`ProtectResult`: 8-bit images with ``|protected − source| ≤ ⌈bound·255⌉ ≤ ⌈ε·255⌉`` levels per
+        pixel for L∞ methods (``bound`` = the per-pixel budget map of ``config.budget``, :mod:`rtb.budget`; with
+        ``"jnd"`` also for the L2 method), exactly grey for an exactly grey source under
+        ``config.colour == "luma-chroma"``, and per-image :class:`ImageStats`. Identical inputs and seed give
+        identical bytes.
     """
     config = config or ProtectConfig()
     images, masks = list(images), list(masks)
@@ -180,17 +198,21 @@ def protect(
                 history = tuple(float(v) for v in result.history[:, row])
                 outputs[i] = (losses, history, share)
 
-    # 5. Map δ back to full size, quantise with rounding, restore alpha, measure.
+    # 5. Map δ back to full size, bring it inside the full-size budget (per-pixel bound, colour basis: a grey
+    #    image's δ is exactly grey), quantise with rounding within the per-pixel bound, restore alpha, measure.
+    per_pixel = bounded or config.budget != "uniform"
     protected_images, stats = [], []
     for i, item in enumerate(prepared):
         began = time.perf_counter()
+        source = item.x[None]
+        space = delta_space(source, config, eps if bounded else None)
         delta = imaging.from_working(deltas[i], item.size, tuple(item.x.shape[-2:]))
-        if bounded:
-            delta = delta.clamp(-eps, eps)
-        rgb = imaging.quantize(item.x, delta, eps if bounded else None)
+        delta = space.constrain(delta[None], source)[0]
+        rgb = imaging.quantize(item.x, delta, space.bound[0] if per_pixel else None)
         protected_images.append(imaging.to_image(rgb, item.alpha))
         protected = torch.from_numpy(rgb).permute(2, 0, 1)[None].to(torch.float64) / 255.0
-        source = item.x[None]
+        delta_e_mean, delta_e_p95, delta_e_above = metrics.delta_e00_stats(protected, source)
+        source_grey = bool(metrics.is_grey(source)[0])
         losses, history, share = outputs[i]
         stats.append(
             ImageStats(
@@ -208,6 +230,12 @@ def protect(
                 loss_hide=losses.get("hide", math.nan),
                 seconds=item.seconds + share + time.perf_counter() - began,
                 device=device_name(inpainter.device),
+                bound_mean=float(space.bound.clamp(max=1.0).mean()),
+                delta_e_mean=float(delta_e_mean[0]),
+                delta_e_p95=float(delta_e_p95[0]),
+                delta_e_above_jnd=float(delta_e_above[0]),
+                source_grey=source_grey,
+                grey_preserved=bool(metrics.is_grey(protected)[0]) if source_grey else None,
                 loss_history=history,
             )
         )

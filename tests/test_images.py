@@ -57,6 +57,20 @@ def test_quantize_rounds_and_bounds():
     assert (quantize(x, delta, 0.025) == 107).all()
 
 
+def test_quantize_clips_each_pixel_to_its_own_bound_and_keeps_grey():
+    x = torch.full((3, 2, 3), 100 / 255, dtype=torch.float64)
+    bound = torch.tensor([[[3, 4.2, 7], [0, 1, 6.375]]], dtype=torch.float64) / 255  # 1×H×W levels / 255
+    up = quantize(x, torch.full_like(x, 0.5), bound)
+    # ⌈bound·255⌉ levels per pixel (4.2 → 5, 6.375 → 7: the uniform ε = 0.025 rule), the same on every channel.
+    assert (up[..., 0] == np.array([[103, 105, 107], [100, 101, 107]])).all()
+    assert (up[..., 0] == up[..., 1]).all() and (up[..., 1] == up[..., 2]).all()
+    down = quantize(x, torch.full_like(x, -0.5), bound)
+    assert (down[..., 2] == np.array([[97, 95, 93], [100, 99, 93]])).all()
+    # A map full of ε is the uniform bound exactly.
+    delta = torch.linspace(-0.1, 0.1, 18, dtype=torch.float64).reshape(3, 2, 3)
+    assert np.array_equal(quantize(x, delta, torch.full((1, 2, 3), 0.025, dtype=torch.float64)), quantize(x, delta, 0.025))
+
+
 def rotated_jpeg(stored: Image.Image, orientation: int) -> bytes:
     """JPEG bytes of ``stored`` with an EXIF orientation tag (what phone cameras write)."""
     exif = Image.Exif()

@@ -231,3 +231,62 @@ def dataclasses_asdict(config):
     import dataclasses
 
     return dataclasses.asdict(config)
+
+
+def test_imperceptibility_stats_and_guarantees_under_jnd_and_luma_chroma(model, model64):
+    import dataclasses
+
+    from rtb import metrics
+    from rtb.images import to_tensor
+
+    pairs = [sample(i) for i in range(3)]
+    images, masks = [p[0] for p in pairs], [p[1] for p in pairs]
+    images[1] = images[1].convert("L")  # a grey source
+    config = ProtectConfig(steps=4, seed=3, budget="jnd", colour="luma-chroma", chroma_ratio=0.25, batch_size=3)
+    # 1. Same inputs and seed: same bytes; the global RNG untouched; a batch equals each image alone (float64).
+    before = torch.random.get_rng_state()
+    first = protect(images, masks, model=model, config=config)
+    assert torch.equal(before, torch.random.get_rng_state())
+    again = protect(images, masks, model=model, config=config)
+    assert [im.tobytes() for im in first.images] == [im.tobytes() for im in again.images]
+    together = protect(images, masks, model=model64, config=config)
+    for image, mask, batched in zip(images, masks, together.images):
+        alone = protect([image], [mask], model=model64, config=dataclasses.replace(config, batch_size=1))
+        assert np.array_equal(np.asarray(alone.images[0]), np.asarray(batched))
+    # 2. The new ImageStats fields are the metrics core's figures on the 8-bit output.
+    for image, protected, stats in zip(images, first.images, first.stats):
+        source = to_tensor(image.convert("RGB"))[None]
+        output = to_tensor(protected)[None]
+        mean, p95, above = metrics.delta_e00_stats(output, source)
+        assert (stats.delta_e_mean, stats.delta_e_p95, stats.delta_e_above_jnd) == (
+            pytest.approx(float(mean[0])), pytest.approx(float(p95[0])), pytest.approx(float(above[0])))
+        assert 0 < stats.delta_e_mean < stats.delta_e_p95 and 3 / 255 <= stats.bound_mean < 0.025
+    assert [s.source_grey for s in first.stats] == [False, True, False]
+    assert [s.grey_preserved for s in first.stats] == [None, True, None]
+    # 3. The paper's settings keep the old figures: ε everywhere.
+    paper = protect(images[:1], masks[:1], model=model, config=ProtectConfig(steps=2))
+    assert paper.stats[0].bound_mean == pytest.approx(0.025) and paper.stats[0].grey_preserved is None
+
+
+def test_budget_settings_are_validated_and_enter_the_config_hash_only_when_not_the_papers():
+    import dataclasses
+    import hashlib
+    import json
+
+    from rtb import config_hash
+
+    with pytest.raises(ValueError, match="budget must be one of uniform, jnd; got 'JND'"):
+        ProtectConfig(budget="JND")
+    with pytest.raises(ValueError, match="colour must be one of rgb, luma-chroma; got 'ycbcr'"):
+        ProtectConfig(colour="ycbcr")
+    paper = ProtectConfig(budget="uniform", colour="rgb")
+    # At the paper's values the payload is the one from before the fields existed, so the hash is unchanged.
+    payload = {"method": "rtb", **dataclasses.asdict(paper)}
+    for name in ("eot", "budget", "colour", "chroma_ratio"):
+        payload.pop(name)
+    old = hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()
+    assert config_hash(paper, "rtb") == old
+    others = [dataclasses.replace(paper, budget="jnd"), dataclasses.replace(paper, colour="luma-chroma"),
+              dataclasses.replace(paper, budget="jnd", colour="luma-chroma"),
+              dataclasses.replace(paper, budget="jnd", colour="luma-chroma", chroma_ratio=0.0)]
+    assert len({config_hash(c, "rtb") for c in [paper, *others]}) == 5

@@ -16,12 +16,18 @@ Choices and how they map to the paper:
   measure δ there rather than what the model generates.
 - Memory: each sampler step is checkpointed by the backend, and noise draws are run one after another with
   the gradient accumulated, so peak memory is one UNet step's activations for the batch.
+- The run's budget (:mod:`rtb.budget`, :mod:`rtb.colour`): ε bounds the L2 norm, so ``budget="uniform"`` adds no
+  per-pixel bound (the paper's) and ``"jnd"`` adds the JND map as one; ``colour="luma-chroma"`` projects every step
+  onto luma and colour differences within the chroma bound (none on exactly grey images, which stay grey). The
+  projection applies the per-pixel constraints first, then scales into the L2 ball (a scale by at most 1 keeps
+  every per-pixel and chroma bound and ``x + δ`` in [0, 1]).
 """
 
 from __future__ import annotations
 
 import torch
 
+from rtb.budget import delta_space
 from rtb.methods.output import MethodOutput
 from rtb.metrics import masked_mse
 
@@ -88,8 +94,8 @@ def run(
         inpainter: a backend with ``has_vae``, ``sample_noise`` and ``unrolled`` (``DiffusersInpainter``).
         x: ``N×3×H×W`` float32 in [0, 1] on ``inpainter.device``.
         m: ``N×1×H×W`` holes, 1 = the region an attacker fills (left unperturbed here).
-        config: ``ProtectConfig``; reads ``eps`` (L2 per image, None → ``DEFAULT_EPS``) and ``steps``
-            (None → ``DEFAULT_STEPS``).
+        config: ``ProtectConfig``; reads ``eps`` (L2 per image, None → ``DEFAULT_EPS``), ``steps``
+            (None → ``DEFAULT_STEPS``), ``budget``, ``colour`` and ``chroma_ratio``.
         generators: one per sample; sample ``i``'s sampler noises come only from ``generators[i]``.
         custom_targets: optional ``N×3×H×W`` target images in [0, 1] replacing gray inside the hole (the
             dispatcher passes them for ``config.target == "custom"``; other ``config.target`` values are RTB's
@@ -112,15 +118,19 @@ def run(
     x = x.float()
     target = torch.full_like(x, TARGET_GRAY) if custom_targets is None else custom_targets.to(x)
     keep = 1 - m.float()
+    space = delta_space(x, config, None)
+    paper = space.basis == "rgb" and config.budget == "uniform"  # no per-pixel constraint: the paper's projection
     delta = torch.zeros_like(x)
 
-    # 2. PGD: a normalised gradient step, then projection onto the L2 ball, the kept region and [0, 1]
+    # 2. PGD: a normalised gradient step (of δ), then projection onto the kept region, the per-pixel budget,
+    #    the L2 ball and [0, 1]
     history = torch.zeros(steps, x.shape[0])
     for step in range(steps):
         loss, grad = _draws(inpainter, x + delta, m, target, generators, grad=True)
         history[step] = loss.cpu()
         norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-        delta = _project(delta - STEP_SIZE * grad / norm, x, keep, eps)
+        stepped = delta - STEP_SIZE * grad / norm
+        delta = _project(stepped, x, keep, eps) if paper else _project_budget(space, stepped, x, keep, eps)
 
     # 3. Final losses at x + δ
     final, _ = _draws(inpainter, x + delta, m, target, generators, grad=False)
@@ -133,3 +143,11 @@ def _project(delta: torch.Tensor, x: torch.Tensor, keep: torch.Tensor, eps: floa
     norm = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
     delta = delta * (eps / norm).clamp(max=1)
     return ((x + delta).clamp(0, 1) - x).detach()
+
+
+def _project_budget(space, delta: torch.Tensor, x: torch.Tensor, keep: torch.Tensor, eps: float) -> torch.Tensor:
+    """Zero inside the hole, the budget's per-pixel projection (bound, chroma, [0, 1]), then the L2 ball (a scale by
+    at most 1; ``x + δ`` is re-clipped to [0, 1] against its float rounding, which only shortens δ)."""
+    delta = space.delta(space.project(space.from_rgb(delta * keep), x), x)
+    norm = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+    return ((x + delta * (eps / norm).clamp(max=1)).clamp(0, 1) - x).detach()

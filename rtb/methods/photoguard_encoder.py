@@ -6,12 +6,17 @@ latent of a flat gray (0.5) image, so the diffusion model's view of the image is
 PhotoGuard protects what the attacker *keeps*: δ lives only where ``m = 0`` (the opposite of RTB, which
 perturbs around the hole to plant a trigger). Published settings, mapped from [−1, 1] to [0, 1] pixels:
 ε 0.06 → 0.03, step 0.01 → 0.005 decaying linearly to 1/100 of itself, 1000 iterations.
+
+The ε ball is the run's budget (:mod:`rtb.budget`, :mod:`rtb.colour`): per pixel (``uniform`` = ε everywhere, the
+paper's; ``jnd`` = a JND map with ε as the ceiling), and the signed steps are taken in ``config.colour``'s basis
+(per RGB channel, the paper's, or luma and colour differences with a chroma bound), each followed by its projection.
 """
 
 from __future__ import annotations
 
 import torch
 
+from rtb.budget import delta_space
 from rtb.methods.output import MethodOutput
 
 NAME = "photoguard-encoder"
@@ -57,14 +62,14 @@ def run(
         inpainter: a backend with ``has_vae`` and ``encode_latents`` (``DiffusersInpainter``).
         x: ``N×3×H×W`` float32 in [0, 1] on ``inpainter.device``.
         m: ``N×1×H×W`` holes, 1 = the region an attacker fills (left unperturbed here).
-        config: ``ProtectConfig``; reads ``eps`` (L∞, None → ``DEFAULT_EPS``) and ``steps`` (None →
-            ``DEFAULT_STEPS``).
+        config: ``ProtectConfig``; reads ``eps`` (L∞ ceiling, None → ``DEFAULT_EPS``), ``steps`` (None →
+            ``DEFAULT_STEPS``), ``budget``, ``colour`` and ``chroma_ratio``.
         generators: one per sample; sample ``i``'s random start comes only from ``generators[i]``.
         custom_targets: optional ``N×3×H×W`` target images in [0, 1] replacing the gray one (the dispatcher
             passes them for ``config.target == "custom"``; other ``config.target`` values are RTB's and
             ignored here: PhotoGuard's target is gray).
     Returns:
-        ``MethodOutput`` with δ (zero inside the hole, ``|δ| ≤ ε``, ``x + δ`` in [0, 1]),
+        ``MethodOutput`` with δ (zero inside the hole, ``|δ| ≤`` the per-pixel bound ``≤ ε``, ``x + δ`` in [0, 1]),
         ``losses={"encoder": Tensor[N]}`` at ``x + δ`` and ``history`` (steps×N, the loss before each step).
     """
     # 1. Check inputs and resolve the published defaults
@@ -86,32 +91,33 @@ def run(
     with torch.no_grad():
         target = inpainter.encode_latents(target_images).float()
 
-    # 3. Random start inside the budget, per sample from its own generator
+    # 3. The budget, and a random start inside it, per sample from its own generator
+    space = delta_space(x, config, eps)
     starts = [
         torch.rand(x.shape[1:], generator=g, device=g.device).to(x.device) * 2 - 1 for g in generators
     ]
-    delta = _project(torch.stack(starts) * eps, x, keep, eps)
+    u = _project(space, space.scale(torch.stack(starts)), x, keep)
 
-    # 4. PGD with a linearly decaying signed step
+    # 4. PGD with a linearly decaying signed step (in the basis's coordinates)
     history = torch.zeros(steps, x.shape[0])
     for step in range(steps):
         fraction = step / max(steps - 1, 1)
         step_size = STEP_SIZE * (1 - (1 - FINAL_STEP_FRACTION) * fraction)
-        delta.requires_grad_(True)
-        loss = _latent_loss(inpainter, x + delta, target)
+        u.requires_grad_(True)
+        loss = _latent_loss(inpainter, x + space.to_rgb(u), target)
         # Per-sample losses are summed: each sample's gradient is its own, whatever the batch.
-        (grad,) = torch.autograd.grad(loss.sum(), delta)
+        (grad,) = torch.autograd.grad(loss.sum(), u)
         history[step] = loss.detach().cpu()
         with torch.no_grad():
-            delta = _project(delta - step_size * grad.sign(), x, keep, eps)
+            u = _project(space, u - step_size * grad.sign(), x, keep)
 
     # 5. Final losses at x + δ
+    delta = space.delta(u, x).detach()
     with torch.no_grad():
         final = _latent_loss(inpainter, x + delta, target)
-    return MethodOutput(delta=delta.detach(), losses={"encoder": final.cpu()}, history=history)
+    return MethodOutput(delta=delta, losses={"encoder": final.cpu()}, history=history)
 
 
-def _project(delta: torch.Tensor, x: torch.Tensor, keep: torch.Tensor, eps: float) -> torch.Tensor:
-    """Clip to the L∞ ball, zero inside the hole, and keep ``x + δ`` in [0, 1]."""
-    delta = delta.clamp(-eps, eps) * keep
-    return ((x + delta).clamp(0, 1) - x).detach()
+def _project(space, u: torch.Tensor, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Zero inside the hole, then the budget's projection (per-pixel bound, chroma, ``x + δ`` in [0, 1])."""
+    return space.project(u * keep, x).detach()

@@ -17,12 +17,18 @@ edit by ``F(t(x), R)``, so the trigger survives the re-encoding and resizing an 
 Unlike the authors' scripts, a batch of images is optimised at once with per-sample losses (the gradient
 of one image never depends on another), the masked passes of a step run as one forward, and the constant
 clean ring edit ``F(x, R)`` is computed once (once per surrogate draw).
+
+The budget is per pixel (``config.budget``, :mod:`rtb.budget`: ε everywhere, or a just-noticeable-difference map
+with ε as the ceiling) and δ lives in ``config.colour``'s basis (:mod:`rtb.colour`: per RGB channel, or luma and
+colour differences with a smaller chroma budget and none on grey images); Adam updates the coordinates of that
+basis and every step ends with its exact projection. ``uniform``/``rgb`` is the paper's L∞ ball.
 """
 
 from __future__ import annotations
 
 import torch
 
+from rtb.budget import delta_space
 from rtb.config import ProtectConfig
 from rtb.metrics import masked_mse
 from rtb.masks import attacker_hole, dilate
@@ -121,7 +127,8 @@ def run(inpainter, x, m, config: ProtectConfig, generators: list[torch.Generator
         inpainter: an :class:`~rtb.inpainters.base.Inpainter`.
         x: ``N×3×H×W`` images in [0, 1] on ``inpainter.device``.
         m: ``N×1×H×W`` protected regions (1 = protected).
-        config: the run's settings (ε, steps, lr, betas, weights, dilation, target, draws, augmentation, EOT).
+        config: the run's settings (ε, steps, lr, betas, weights, dilation, target, draws, augmentation, EOT,
+            budget map, colour basis and chroma ratio).
         generators: one generator per sample, the only source of its randomness.
         custom_targets: target images for ``config.target == "custom"``.
 
@@ -134,13 +141,15 @@ def run(inpainter, x, m, config: ProtectConfig, generators: list[torch.Generator
     # 1. Constants: holes, loss-space weights, targets, surrogate draws and the clean ring edits.
     holes, weights, targets, draws = prepare(inpainter, x, m, config, generators, custom_targets)
 
-    # 2. δ ~ U[0, init_high] per sample from the sample's own generator, projected into the budget.
+    # 2. The budget (per-pixel bound, basis, chroma bound) and δ ~ U[0, init_high] per sample from the sample's
+    #    own generator, in the basis's coordinates u, projected into the budget.
+    space = delta_space(x, config, eps)
     delta = torch.stack(
         [torch.rand(x.shape[1:], generator=g, device=x.device, dtype=x.dtype) for g in generators]
     )
-    delta = ((delta * config.init_high).clamp(-eps, eps) + x).clamp(0, 1) - x
-    delta.requires_grad_(True)
-    optimizer = torch.optim.Adam([delta], lr=config.lr, betas=config.betas, eps=ADAM_EPS)
+    u = space.project(space.from_rgb(delta * config.init_high), x)
+    u.requires_grad_(True)
+    optimizer = torch.optim.Adam([u], lr=config.lr, betas=config.betas, eps=ADAM_EPS)
 
     # 3. Optimise: one batched forward of the three holes (and any augmented holes, drawn afresh each
     #    step) per step, per-sample losses summed. With EOT each sample's x + δ first goes through its own
@@ -149,7 +158,7 @@ def run(inpainter, x, m, config: ProtectConfig, generators: list[torch.Generator
     for step in range(steps):
         noise, clean_ring = draws[step % len(draws)]
         augmented = draw_augmented(inpainter, m, config, generators)
-        x_adv = x + delta
+        x_adv = x + space.to_rgb(u)
         if config.eot:
             picks = [draw_eot(config.eot, g) for g in generators]
             x_adv = apply_eot_batch(x_adv, picks)
@@ -161,13 +170,12 @@ def run(inpainter, x, m, config: ProtectConfig, generators: list[torch.Generator
         optimizer.zero_grad(set_to_none=True)
         total.sum().backward()
         optimizer.step()
-        # 4. Project: ‖δ‖∞ ≤ ε and x + δ in [0, 1].
+        # 4. Project: |δ| within the per-pixel bound (≤ ε), chroma within its bound, x + δ in [0, 1].
         with torch.no_grad():
-            delta.clamp_(-eps, eps)
-            delta.copy_((x + delta).clamp(0, 1) - x)
+            u.copy_(space.project(u, x))
 
     # 5. Final losses at the final δ (first draw).
-    delta = delta.detach()
+    delta = space.delta(u.detach(), x)
     final = evaluate(inpainter, x, delta, holes, weights, targets, draws[0])
     return MethodOutput(delta=delta, losses=final, history=history)
 

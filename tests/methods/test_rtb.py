@@ -57,3 +57,35 @@ def test_jpeg_and_resizing_weaken_rtb_and_eot_restores_part_of_it(model):
     assert eot["resize:0.5"][1] < plain["resize:0.5"][1] - 0.01
     # 3. The price: on the untransformed image EOT's effect is smaller than the plain optimiser's.
     assert plain["none"][0] < eot["none"][0]
+
+
+@pytest.fixture(scope="module")
+def model64(tmp_path_factory):
+    return load_inpainter(build_tiny_torchscript(tmp_path_factory.mktemp("models64") / "tiny.pt"), device="cpu",
+                          dtype=torch.float64)
+
+
+def test_rtb_under_jnd_and_luma_chroma_respects_the_budget_steers_and_keeps_batches_independent(model64):
+    from rtb.budget import budget_map
+    from rtb.colour import luma_chroma_from_rgb
+    from rtb.methods import noise, rtb
+
+    x = torch.stack([to_tensor(sample(i)[0]) for i in range(3)])
+    x[1] = x[1, :1]  # an exactly grey image
+    m = torch.stack([torch.from_numpy(sample(i)[1]).double()[None] for i in range(3)])
+    config = ProtectConfig(steps=8, budget="jnd", colour="luma-chroma", chroma_ratio=0.25)
+    generators = lambda seeds: [torch.Generator().manual_seed(s) for s in seeds]  # noqa: E731
+    out = rtb.run(model64, x, m, config, generators([0, 1, 2]))
+    bound = budget_map(x, "jnd", rtb.DEFAULT_EPS)
+    # 1. Every pixel within its own bound (≤ ε), the colour differences within a quarter of it, x + δ an image.
+    assert (out.delta.abs() <= bound + 1e-15).all() and float(bound.max()) == rtb.DEFAULT_EPS
+    assert (luma_chroma_from_rgb(out.delta)[:, 1:].abs() <= 0.25 * bound + 1e-15).all()
+    assert (x + out.delta).min() >= -1e-15 and (x + out.delta).max() <= 1 + 1e-15
+    # 2. The grey image's δ is luminance only: exactly equal channels.
+    assert torch.equal(out.delta[1, 0], out.delta[1, 1]) and torch.equal(out.delta[1, 1], out.delta[1, 2])
+    # 3. It still steers: the implant loss ends well below the noise control's in the same budget.
+    control = noise.run(model64, x, m, config, generators([0, 1, 2]))
+    assert (out.losses["implant"] < 0.9 * control.losses["implant"]).all()
+    # 4. The budget map and the projection act per sample: a batch gives what each image gives alone.
+    alone = rtb.run(model64, x[2:], m[2:], config, generators([2]))
+    assert torch.equal(alone.delta, out.delta[2:])
