@@ -85,8 +85,28 @@ def check_pair(image: Image.Image, mask: np.ndarray, max_fraction: float = 0.9) 
         )
 
 
+# Modes whose pixels are grey levels wider than 8 bits (16-bit PNGs and TIFFs decode to these).
+WIDE_GREY_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
+
+
+def to_8bit(image: Image.Image) -> Image.Image:
+    """``image`` with wide grey levels brought to 8 bits as a viewer shows them: 16-bit (and 32-bit integer) grey
+    divided by 257 (65535 → 255), 32-bit float grey (``F``) taken as 0–255 levels; every other mode unchanged.
+
+    PIL's own ``convert`` clips every level above 255 to white, which would turn a 16-bit photo into a white page.
+    """
+    if image.mode not in WIDE_GREY_MODES and image.mode != "F":
+        return image
+    grey = np.asarray(image, dtype=np.float64)
+    if image.mode != "F":
+        grey = grey / 257.0
+    return Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8), mode="L")
+
+
 def split_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
-    """The RGB content of ``image`` and its alpha channel (``None`` when it has none)."""
+    """The RGB content of ``image`` (wide grey brought to 8 bits first, :func:`to_8bit`) and its alpha channel
+    (``None`` when it has none)."""
+    image = to_8bit(image)
     has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
     if has_alpha:
         rgba = image.convert("RGBA")

@@ -93,3 +93,19 @@ def test_decode_applies_the_exif_orientation():
     # No orientation tag: the pixels as stored.
     plain = decode_image(rotated_jpeg(Image.fromarray(stored), 1))
     assert plain.size == (40, 30)
+
+
+def test_sixteen_bit_grey_is_brought_to_8_bits_as_a_viewer_shows_it_not_clipped_to_white():
+    from rtb.images import split_alpha, to_8bit
+
+    levels = np.linspace(0, 65535, 64 * 48).reshape(48, 64).astype(np.uint16)
+    image = Image.fromarray(levels)  # uint16: mode I;16
+    eight = to_8bit(image)
+    assert eight.mode == "L" and np.array_equal(np.asarray(eight), np.rint(levels / 257).astype(np.uint8))
+    rgb, alpha = split_alpha(image)
+    assert alpha is None and np.asarray(rgb)[..., 0].mean() == pytest.approx(levels.mean() / 257, abs=0.5)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    decoded = decode_image(buffer.getvalue())  # a 16-bit PNG decodes to a wide grey mode
+    assert decoded.mode in ("I", "I;16") and np.asarray(split_alpha(decoded)[0])[..., 0].max() == 255
+    assert np.asarray(decoded.convert("RGB")).mean() > 250, "PIL's own conversion: a white page"
