@@ -45,6 +45,12 @@ class JobConfig:
     run_id: str | None = None
     # Base seed of the optimizer (per-image seeds derive from it and the image content).
     seed: int = 0
+    # Per-pixel budget (rtb.ProtectConfig.budget): "jnd" (ε the ceiling of a just-noticeable-difference map; the
+    # default) or "uniform" (ε everywhere, the paper's); the colour basis of δ: "luma-chroma" (the default; grey
+    # images stay grey) or "rgb" (the paper's); the chroma bound as a fraction of the luma one.
+    budget: str = "jnd"
+    colour: str = "luma-chroma"
+    chroma_ratio: float = 0.25
     # rtb only: attacker-like holes added to the loss per image and step (mask augmentation; 0 = the paper's
     # losses). Each costs one more forward per step; see docs/efficacy.md for what it buys.
     augment_holes: int = 0
@@ -179,7 +185,8 @@ def protect_config(config: JobConfig):
     from rtb import ProtectConfig
 
     return ProtectConfig(eps=config.eps, steps=config.steps, batch_size=config.batch_size, seed=config.seed,
-                         augment_holes=config.augment_holes, eot=config.eot or ())
+                         augment_holes=config.augment_holes, eot=config.eot or (), budget=config.budget,
+                         colour=config.colour, chroma_ratio=config.chroma_ratio)
 
 
 def key_salt(config: JobConfig, fingerprint: str) -> str:

@@ -35,6 +35,8 @@ Output layout under ``--output``::
                               was skipped); the config
     report.html, sheets/*.png the report (goals table: one column per transform) and its contact sheets
                               (of the worst transform; relative links only; opens offline)
+    crops/*.png               the flattest 48×48 window of each sampled image, zoomed: source | protected |
+                              |δ| × 20 (where a perturbation shows first)
 """
 
 from __future__ import annotations
@@ -214,7 +216,8 @@ def finish(plan: EvalPlan, collected: Collected) -> dict:
             "editor": config.edit_model or config.model, "protection": f"{', '.join(methods)} at ε {eps}",
             "images": len(plan.ids), "failed images": len(summary["failed_images"]), "mask set": config.masks,
             "seed": config.seed, "transforms": ", ".join(plan.transforms)}
-    page = write_html(summary, [(i, f"sheets/{sheet_name(i, summary['worst_transform'])}") for i in ok_sheets], meta)
+    page = write_html(summary, [(i, f"sheets/{sheet_name(i, summary['worst_transform'])}") for i in ok_sheets], meta,
+                      crops=[(i, f"crops/{sheet_name(i)}") for i in ok_sheets])
     catalog.put_bytes(catalog.join(config.output, "report.html"), page.encode(), plan.out_options)
     return summary
 

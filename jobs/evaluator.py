@@ -31,6 +31,10 @@ EDIT_SCHEMA = pa.schema(
         ("protect_psnr", pa.float64()),  # the arm's image vs the source
         ("protect_ssim", pa.float64()),
         ("protect_linf", pa.float64()),
+        ("protect_delta_e_mean", pa.float64()),  # CIEDE2000 of the arm's image vs the source: mean over pixels,
+        ("protect_delta_e_p95", pa.float64()),  # 95th percentile, and share of pixels above a JND (2.3)
+        ("protect_delta_e_above_jnd", pa.float64()),
+        ("protect_grey_preserved", pa.float64()),  # grey source: 1 if the arm stayed exactly grey, else 0; NaN: colour
         ("status", pa.string()),  # ok, error (the image could not be evaluated) or skipped (no room for the hole)
         ("error", pa.string()),
     ]
@@ -127,12 +131,19 @@ class Evaluator:
                                       [(label, {"clean": result.images[k]["clean"],
                                                 "protected": result.images[k]["protected"],
                                                 "hole": result.images[k]["hole"]}) for label, k in picks])
-                buffer = io.BytesIO()
-                sheet.save(buffer, format="PNG")
-                catalog.put_bytes(catalog.join(self.output, "sheets", sheet_name(row["id"], str(transform))),
-                                  buffer.getvalue(), storage_options_for(self.output, self.s3_endpoint))
+                self._put_png(sheet, "sheets", sheet_name(row["id"], str(transform)))
             rows.extend(result.rows)
+        if row["id"] in self.sample_ids:  # the flattest region of a sampled id, zoomed: where δ shows first
+            from rtb.evaluation.crops import crop_strip
+
+            self._put_png(crop_strip(source, arms["protected"]), "crops", sheet_name(row["id"]))
         return rows
+
+    def _put_png(self, image, folder: str, name: str) -> None:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        catalog.put_bytes(catalog.join(self.output, folder, name), buffer.getvalue(),
+                          storage_options_for(self.output, self.s3_endpoint))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from rtb.evaluation.edits import error_row

@@ -182,7 +182,8 @@ def finish(plan: RunPlan, summary: CommitSummary) -> dict:
     protected = summary.protected + summary.resumed_ok
     failed = summary.failed + summary.resumed_failed + len(plan.duplicates)
     counts = {"read": plan.rows_read, "ids": protected + failed + summary.no_region + summary.unchanged,
-              "protected": protected, "failed": failed, "no_region": summary.no_region, "unchanged": summary.unchanged,
+              "protected": protected, "failed": failed, "unchanged": summary.unchanged,
+              **({"no_region": summary.no_region} if plan.detect_kinds else {}),  # --masks auto only
               "missing": summary.missing, "pruned": summary.pruned,
               "resumed": summary.resumed_ok + summary.resumed_failed, "protected_now": summary.protected,
               "duplicate_ids": len(plan.duplicates), "duplicate_rows": sum(plan.duplicates.values())}
@@ -223,6 +224,12 @@ def run(config: JobConfig) -> dict:
 @click.option("--s3-endpoint", default=None, help="S3-compatible endpoint URL [default: $AWS_ENDPOINT_URL].")
 @click.option("--run-id", default=None, help="Run id [default: UTC timestamp]. Rerunning an id resumes it.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--budget", default="jnd", show_default=True,
+              help="jnd (ε the ceiling of a just-noticeable-difference map) | uniform (ε everywhere, the paper's).")
+@click.option("--colour", default="luma-chroma", show_default=True,
+              help="luma-chroma (grey images stay grey; chroma bounded by --chroma-ratio) | rgb (the paper's).")
+@click.option("--chroma-ratio", type=float, default=0.25, show_default=True,
+              help="With luma-chroma: the chroma bound as a fraction of the luma one, in [0, 1].")
 @click.option("--limit", type=int, default=None, help="Process only the first N rows.")
 @click.option("--augment-holes", type=click.IntRange(0, 16), default=0, show_default=True,
               help="rtb: attacker-like holes added to the loss per image and step (mask augmentation).")
@@ -235,15 +242,16 @@ def run(config: JobConfig) -> dict:
               help="Commit after this many result rows (a run that dies redoes at most the uncommitted ones).")
 @click.option("--commit-seconds", type=float, default=60.0, show_default=True,
               help="...or after this many seconds since the last commit, whichever comes first.")
-def protect_command(input_uri, output_uri, model, method, eps, steps, batch_size, actors, gpus_per_actor, fmt,
-                    masks, s3_endpoint, run_id, seed, limit, augment_holes, eot, output_format, force, prune,
-                    commit_rows, commit_seconds) -> None:
+def protect_command(input_uri, output_uri, model, method, eps, steps, batch_size, actors, gpus_per_actor, fmt, masks,
+                    s3_endpoint, run_id, seed, budget, colour, chroma_ratio, limit, augment_holes, eot, output_format,
+                    force, prune, commit_rows, commit_seconds) -> None:
     """Protect every new or changed image of a catalog; write protected PNGs, metrics, errors, state and a manifest."""
     config = JobConfig(input=input_uri, output=output_uri, model=model, method=method, eps=eps, steps=steps,
                        batch_size=batch_size, actors=actors, gpus_per_actor=gpus_per_actor, format=fmt, masks=masks,
-                       s3_endpoint=s3_endpoint, run_id=run_id, seed=seed, limit=limit,
-                       augment_holes=augment_holes, eot=eot, output_format=output_format, force=force, prune=prune,
-                       commit_rows=commit_rows, commit_seconds=commit_seconds)
+                       s3_endpoint=s3_endpoint, run_id=run_id, seed=seed, budget=budget, colour=colour,
+                       chroma_ratio=chroma_ratio, limit=limit, augment_holes=augment_holes, eot=eot,
+                       output_format=output_format, force=force, prune=prune, commit_rows=commit_rows,
+                       commit_seconds=commit_seconds)
     try:
         manifest = run(config)
     except JobError as error:

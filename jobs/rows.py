@@ -160,6 +160,15 @@ METRICS_SCHEMA = pa.schema(
         ("loss_hide", pa.float64()),
         ("seconds", pa.float64()),
         ("device", pa.string()),
+        # Imperceptibility (rtb.protect.ImageStats): the mean per-pixel bound (ε under --budget uniform, less under
+        # jnd), CIEDE2000 of the stored 8-bit image vs the source (mean, 95th percentile, share above a JND of 2.3),
+        # whether the source is exactly grey and, if so, whether the protected image stayed exactly grey.
+        ("bound_mean", pa.float64()),
+        ("delta_e_mean", pa.float64()),
+        ("delta_e_p95", pa.float64()),
+        ("delta_e_above_jnd", pa.float64()),
+        ("source_grey", pa.bool_()),
+        ("grey_preserved", pa.bool_()),
     ]
 )
 # errors/<run_id>-a<attempt>-<seq>.parquet and errors/<run_id>-duplicates.parquet: one row per input a run could

@@ -71,7 +71,7 @@ def decode_and_validate(batch: pa.Table, duplicates: frozenset[str] = frozenset(
 def _decide(row: dict, has_catalog_flag: bool, max_mask_fraction: float, key_salt: str, force: bool,
             auto_masks: str | None) -> dict:
     """One row of :func:`decode_and_validate`, in DECODED_SCHEMA."""
-    from rtb.images import MIN_SIDE, check_pair, decode_image, decode_mask
+    from rtb.images import MIN_SIDE, check_pair, decode_image, decode_mask, to_8bit
 
     row_id = row.get("id")
     # 1. An id of the state that is no longer in the catalog.
@@ -114,7 +114,9 @@ def _decide(row: dict, has_catalog_flag: bool, max_mask_fraction: float, key_sal
                 raise ValueError(f"image is {image.width}×{image.height}; at least {MIN_SIDE}×{MIN_SIDE} is needed")
     except ValueError as error:
         return make_row(DECODED_SCHEMA, row, status=Status.ERROR, stage="validate", error=str(error), **keys)
-    # 6. Keep raw pixels (no re-decode on the accelerator); palette and exotic modes become RGB(A).
+    # 6. Keep raw pixels (no re-decode on the accelerator); wide grey becomes 8-bit grey as a viewer shows it,
+    #    palette and exotic modes become RGB(A).
+    image = to_8bit(image)
     if image.mode not in ("L", "RGB", "RGBA"):
         has_alpha = image.mode in ("LA", "PA", "La", "RGBa") or "transparency" in image.info
         image = image.convert("RGBA" if has_alpha else "RGB")
@@ -177,15 +179,14 @@ def _find_mask(detector, row: dict, max_mask_fraction: float) -> dict:
 
 
 def _non_finite(stats) -> str | None:
-    """The name of the first non-finite figure of a result, or None."""
+    """The name of the first figure of a result that went NaN or infinite (a diverged optimisation), or None.
+
+    ``None`` figures are the ones a method does not report; an infinite PSNR is an image left exactly as it was.
+    """
     for field in dataclasses.fields(stats):
         value = getattr(stats, field.name)
-        if isinstance(value, float) and not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value) and not (field.name.endswith("psnr") and value > 0):
             return field.name
-        if isinstance(value, dict):
-            for name, item in value.items():
-                if isinstance(item, float) and not math.isfinite(item):
-                    return f"{field.name}.{name}"
     return None
 
 

@@ -14,6 +14,11 @@ from rtb.transforms import Transform, format_transforms, parse_eot
 TARGETS = ("primary", "gray", "invert", "custom")
 
 
+# The paper's perturbation set: one L∞ ball per RGB channel (ProtectConfig(**PAPER_BUDGET) is the paper's setting;
+# the defaults bound δ per pixel by a JND map and in luma/chroma instead).
+PAPER_BUDGET = {"budget": "uniform", "colour": "rgb"}
+
+
 @dataclass(frozen=True)
 class ProtectConfig:
     """Everything that shapes the protected bytes besides the model, the method and the inputs.
@@ -66,16 +71,17 @@ class ProtectConfig:
     surrogate_draws: int = 4
     # Masks covering more than this fraction of the image are refused (nothing left to hide a trigger in).
     max_mask_fraction: float = 0.9
-    # Per-pixel budget map (rtb.budget): "uniform" = ε on every pixel (the paper's); "jnd" = Chou & Li's (1995)
-    # just-noticeable-difference map of the source (luminance adaptation and texture masking) with ε as the
-    # ceiling, so flat mid-tones get less than ε and the L∞ guarantee still holds. For the L2 method
-    # (photoguard-diffusion) "jnd" adds the JND map as a per-pixel bound beside its L2 ball.
-    budget: str = "uniform"
+    # Per-pixel budget map (rtb.budget): "jnd" (the default) = Chou & Li's (1995) just-noticeable-difference map of
+    # the source (luminance adaptation and texture masking) with ε as the ceiling, so flat mid-tones get less than
+    # ε and the L∞ guarantee still holds; "uniform" = ε on every pixel (the paper's). For the L2 method
+    # (photoguard-diffusion) "jnd" adds the JND map as a per-pixel bound beside its L2 ball. The default and why:
+    # docs/imperceptibility.md (only jnd + luma-chroma 0.25 keeps ΔE00 p95 under one JND on both sets).
+    budget: str = "jnd"
     # Basis δ is optimised in (rtb.colour): "rgb" = per RGB channel (the paper's; an exactly grey image gets a
     # colour cast); "luma-chroma" = luma and colour differences (Y, R−Y, B−Y), the colour differences bounded by
     # chroma_ratio × the budget, and an exactly grey image (R = G = B, whatever its mode) perturbed in luma only,
-    # so it comes back exactly grey.
-    colour: str = "rgb"
+    # so it comes back exactly grey. Default "luma-chroma"; "rgb" is the paper's.
+    colour: str = "luma-chroma"
     # With colour="luma-chroma": bound of |R−Y| and |B−Y| as a fraction of the per-pixel budget, in [0, 1]
     # (0 = luma only for every image). Ignored with colour="rgb".
     chroma_ratio: float = 0.25

@@ -30,8 +30,10 @@ class Goals:
     control_hole_ssim: float = 0.85
     # Benign edits (elsewhere, half of the ring): at least this full-image SSIM against the clean edit.
     benign_full_ssim: float = 0.95
-    # Protected image vs its source: at least this PSNR in dB.
+    # Protected image vs its source: at least this PSNR in dB, and a 95th percentile CIEDE2000 of at most about one
+    # just-noticeable difference (docs/imperceptibility.md).
     protect_psnr: float = 32.0
+    delta_e_p95: float = 2.3
 
 
 GOALS = Goals()

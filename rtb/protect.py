@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -38,10 +37,10 @@ class ImageStats:
     # PSNR (dB, data range 1) and SSIM (Gaussian 11/1.5) of the protected image against the source.
     psnr: float
     ssim: float
-    # Final RTB loss terms at the final δ (NaN for methods without them).
-    loss_implant: float
-    loss_expanded: float
-    loss_hide: float
+    # Final RTB loss terms at the final δ (None for methods without them, e.g. the PhotoGuard baselines).
+    loss_implant: float | None
+    loss_expanded: float | None
+    loss_hide: float | None
     # Wall seconds spent on this image (its share of its batch plus its own pre/post-processing).
     seconds: float
     # The device the optimisation ran on.
@@ -225,9 +224,9 @@ def protect(
                 linf=float(metrics.linf(protected, source)[0]),
                 psnr=float(metrics.psnr(protected, source)[0]),
                 ssim=float(metrics.ssim(protected, source)[0]),
-                loss_implant=losses.get("implant", math.nan),
-                loss_expanded=losses.get("expanded", math.nan),
-                loss_hide=losses.get("hide", math.nan),
+                loss_implant=losses.get("implant"),
+                loss_expanded=losses.get("expanded"),
+                loss_hide=losses.get("hide"),
                 seconds=item.seconds + share + time.perf_counter() - began,
                 device=device_name(inpainter.device),
                 bound_mean=float(space.bound.clamp(max=1.0).mean()),

@@ -113,7 +113,7 @@ def test_delta_space_detects_grey_images_and_scales_the_chroma_budget():
     assert torch.equal(space.bound, budget_map(x, "jnd", 0.025))
     assert space.chroma[0].abs().max() == 0  # no colour on the grey image
     torch.testing.assert_close(space.chroma[1], 0.25 * space.bound[1], rtol=0, atol=0)
-    assert delta_space(x, ProtectConfig(), 0.025).basis == "rgb"
+    assert delta_space(x, ProtectConfig(colour="rgb"), 0.025).basis == "rgb"
 
 
 def png_bytes_grey(image: Image.Image) -> bool:
@@ -139,7 +139,7 @@ def test_a_grey_image_stays_exactly_grey_after_protection_png_and_jpeg(model, bu
             assert is_grey_image(Image.open(io.BytesIO(encoded.data)))
     assert not is_grey_image(result.images[2]) and result.stats[2].grey_preserved is None
     # The paper's per-channel basis gives the grey image a colour cast (what issue 20 is about).
-    paper = protect([grey_rgb], [mask], model=model, config=ProtectConfig(steps=4, budget=budget))
+    paper = protect([grey_rgb], [mask], model=model, config=ProtectConfig(steps=4, budget=budget, colour="rgb"))
     assert not is_grey_image(paper.images[0]) and paper.stats[0].grey_preserved is False
 
 

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from rtb import ProtectConfig, load_inpainter, protect
+from rtb.config import PAPER_BUDGET
 from rtb.masks import attacker_hole
 from rtb.targets import make_targets
 from tests.fixtures.catalogs import sample
@@ -75,7 +76,7 @@ def test_a_batch_gives_the_same_result_as_each_image_alone(model64):
 
 def test_implant_loss_falls_and_hide_stays_below_implant(model):
     image, mask = sample(3, size=(64, 64))
-    result = protect([image], [mask], model=model, config=ProtectConfig(steps=20))
+    result = protect([image], [mask], model=model, config=ProtectConfig(steps=20, **PAPER_BUDGET))
     stats = result.stats[0]
     history = np.array(stats.loss_history)
     assert history[-1] < 0.8 * history[0]
@@ -104,8 +105,8 @@ def attacker_hole_loss(model, pairs, protected, draws=16):
 def test_mask_augmentation_steers_attacker_holes_and_keeps_batches_independent(model, model64):
     pairs = [sample(i, size=(64, 64)) for i in range(4)]
     images, masks = [p[0] for p in pairs], [p[1] for p in pairs]
-    plain = protect(images, masks, model=model, config=ProtectConfig(steps=20))
-    augmented = protect(images, masks, model=model, config=ProtectConfig(steps=20, augment_holes=4))
+    plain = protect(images, masks, model=model, config=ProtectConfig(steps=20, **PAPER_BUDGET))
+    augmented = protect(images, masks, model=model, config=ProtectConfig(steps=20, augment_holes=4, **PAPER_BUDGET))
     # Holes an attacker paints (jittered, boxed, partial) end nearer the target than without augmentation.
     assert attacker_hole_loss(model, pairs, augmented.images) < 0.98 * attacker_hole_loss(model, pairs, plain.images)
     # The augmented holes come from each image's own generator: a batch equals each image alone.
@@ -264,7 +265,7 @@ def test_imperceptibility_stats_and_guarantees_under_jnd_and_luma_chroma(model, 
     assert [s.source_grey for s in first.stats] == [False, True, False]
     assert [s.grey_preserved for s in first.stats] == [None, True, None]
     # 3. The paper's settings keep the old figures: ε everywhere.
-    paper = protect(images[:1], masks[:1], model=model, config=ProtectConfig(steps=2))
+    paper = protect(images[:1], masks[:1], model=model, config=ProtectConfig(steps=2, **PAPER_BUDGET))
     assert paper.stats[0].bound_mean == pytest.approx(0.025) and paper.stats[0].grey_preserved is None
 
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
+
+from rtb.evaluation import sheets
 
 # |δ| is multiplied by this in the third tile (ε = 0.025 ≈ 6.4 levels becomes 128 levels, mid-grey).
 CROP_DELTA_GAIN = 20.0
@@ -21,13 +23,6 @@ CROP_DELTA_GAIN = 20.0
 CROP_SIDE = 48
 CROP_ZOOM = 4
 CROP_COLUMNS = ("source", "protected", f"|delta| x{CROP_DELTA_GAIN:g}")
-
-
-def _font(size: int):
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
 
 
 def _tensor(image) -> torch.Tensor:
@@ -106,7 +101,7 @@ def crop_sheet(items, side: int = CROP_SIDE, zoom: int = CROP_ZOOM, gain: float 
     if not items:
         raise ValueError("crop_sheet needs at least one (label, source, protected) item")
     gap, header, label_w = 4, 18, 150
-    font = _font(12)
+    font = sheets.font(12)
     strips = [(label, crop_strip(source, protected, flattest_box(source, side), zoom, gain, gap))
               for label, source, protected in items]
     width = label_w + max(strip.width for _, strip in strips)

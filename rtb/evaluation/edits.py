@@ -12,13 +12,16 @@ seed — after the same transformation (a real JPEG/WebP re-encode, a down-and-u
 - ``target_distance``: mean RGB distance of the hole's content to the protection's target, divided by √3
   (0 = the edit painted the target exactly, 1 = the farthest colour); ``clean_target_distance`` is the same
   for the clean edit (the baseline a protection must beat);
-- ``protect_psnr``/``protect_ssim``/``protect_linf``: the imperceptibility of the arm (vs the source).
+- ``protect_psnr``/``protect_ssim``/``protect_linf``, ``protect_delta_e_mean``/``_p95``/``_above_jnd`` (CIEDE2000)
+  and ``protect_grey_preserved`` (1/0 for a grey source, NaN for a colour one): the imperceptibility of the arm
+  (vs the source).
 
 Images are float tensors ``N×3×H×W`` in [0, 1]; holes ``N×1×H×W`` in {0, 1}.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -32,7 +35,8 @@ from rtb.transforms import Transform, apply_codec_tensor, parse_transform
 # Columns of one edit row, in order (the edits/*.parquet schema is built from these in jobs/evaluate.py).
 ROW_FIELDS = (
     "id", "arm", "transform", "family", "kind", "index", "hole_fraction", "hole_ssim", "hole_psnr", "full_ssim",
-    "full_psnr", "target_distance", "clean_target_distance", "protect_psnr", "protect_ssim", "protect_linf", "status",
+    "full_psnr", "target_distance", "clean_target_distance", "protect_psnr", "protect_ssim", "protect_linf",
+    "protect_delta_e_mean", "protect_delta_e_p95", "protect_delta_e_above_jnd", "protect_grey_preserved", "status",
     "error",
 )
 
@@ -165,11 +169,14 @@ def evaluate_image(
     rows = []
     for name, edits in edited.items():
         protected = arms[name].to(torch.float64)[None]
-        imperceptibility = (
-            float(metrics.psnr(protected, source[None])[0]),
-            float(metrics.ssim(protected, source[None])[0]),
-            float(metrics.linf(protected, source[None])[0]),
-        )
+        delta_e = [float(v[0]) for v in metrics.delta_e00_stats(protected, source[None])]
+        imperceptibility = {
+            "protect_psnr": float(metrics.psnr(protected, source[None])[0]),
+            "protect_ssim": float(metrics.ssim(protected, source[None])[0]),
+            "protect_linf": float(metrics.linf(protected, source[None])[0]),
+            "protect_delta_e_mean": delta_e[0], "protect_delta_e_p95": delta_e[1], "protect_delta_e_above_jnd": delta_e[2],
+            "protect_grey_preserved": _grey_flag(float(metrics.grey_preserved(protected, source[None])[0])),
+        }
         # One SSIM map per arm serves both the hole and the full-image SSIM; float32 keeps the 11×11
         # convolutions fast, within 1e-5 of float64.
         hole_ssim, full_ssim = metrics.hole_and_full_ssim(edits.float(), clean.float(), stacked)
@@ -184,8 +191,7 @@ def evaluate_image(
             row = {"id": image_id, "arm": name, "transform": str(transform), "family": hole.family, "kind": hole.kind,
                    "index": hole.index, "hole_fraction": float(fraction[k])}
             row.update({metric: float(v[k]) for metric, v in values.items()})
-            row.update(clean_target_distance=float(clean_distance[k]), protect_psnr=imperceptibility[0],
-                       protect_ssim=imperceptibility[1], protect_linf=imperceptibility[2], status="ok", error=None)
+            row.update(clean_target_distance=float(clean_distance[k]), **imperceptibility, status="ok", error=None)
             rows.append(row)
     for note in notes:  # holes that found no room: recorded, not measured
         family, index = note.split("[", 1)[0], int(note.split("[", 1)[1].split("]", 1)[0])
@@ -197,6 +203,11 @@ def evaluate_image(
         for k, hole in enumerate(holes)
     }
     return ImageEdits(rows=rows, notes=notes, images=images, inputs={"source": source, **arms})
+
+
+def _grey_flag(value: float) -> float | None:
+    """1.0/0.0 for a grey source (stayed grey or not), None for a colour one (NaN would not compare equal)."""
+    return None if math.isnan(value) else value
 
 
 def error_row(image_id: str | None, error: str, arm: str = "protected", transform: str | None = None) -> dict:

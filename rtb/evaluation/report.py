@@ -16,7 +16,8 @@ from rtb.metrics import GOALS as THRESHOLDS
 
 # Metrics summarised per (arm, family), in report order.
 METRICS = ("hole_ssim", "hole_psnr", "full_ssim", "full_psnr", "target_distance", "clean_target_distance",
-           "protect_psnr", "protect_ssim", "protect_linf")
+           "protect_psnr", "protect_ssim", "protect_linf", "protect_delta_e_mean", "protect_delta_e_p95",
+           "protect_delta_e_above_jnd", "protect_grey_preserved")
 # PSNR of identical images is infinite; summaries cap it here so medians and quartiles stay numbers.
 PSNR_CAP = 100.0
 # The goals the efficacy is stated on: (label, arm, family, metric, comparison, threshold), on medians; the
@@ -27,6 +28,7 @@ GOALS = (
     ("elsewhere full-SSIM", "protected", "elsewhere", "full_ssim", ">=", THRESHOLDS.benign_full_ssim),
     ("ring-half full-SSIM", "protected", "ring-half", "full_ssim", ">=", THRESHOLDS.benign_full_ssim),
     ("protected vs source PSNR", "protected", "exact", "protect_psnr", ">=", THRESHOLDS.protect_psnr),
+    ("protected vs source ΔE00 p95", "protected", "exact", "protect_delta_e_p95", "<=", THRESHOLDS.delta_e_p95),
 )
 
 
@@ -176,7 +178,8 @@ def goals_table(summary: dict) -> str:
 
 def summary_table(summary: dict) -> str:
     """The summary as an HTML table: one row per (transform, arm, family), median [q1, q3] per metric."""
-    metrics = ("hole_ssim", "hole_psnr", "full_ssim", "full_psnr", "target_distance", "clean_target_distance", "protect_psnr")
+    metrics = ("hole_ssim", "hole_psnr", "full_ssim", "full_psnr", "target_distance", "clean_target_distance", "protect_psnr",
+               "protect_delta_e_p95", "protect_grey_preserved")
     head = "".join(f"<th>{m}</th>" for m in ("transform", "arm", "family", "kind", "N", "images", *metrics))
     body = []
     for transform, per in _per_transform(summary).items():
@@ -189,8 +192,9 @@ def summary_table(summary: dict) -> str:
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
-def write_html(summary: dict, sheets: list[tuple[str, str]], meta: dict) -> str:
-    """The report page. ``sheets``: ``(image id, relative path of its contact sheet)``; ``meta``: run facts."""
+def write_html(summary: dict, sheets: list[tuple[str, str]], meta: dict, crops: list[tuple[str, str]] = ()) -> str:
+    """The report page. ``sheets``: ``(image id, relative path of its contact sheet)``; ``meta``: run facts;
+    ``crops``: ``(image id, relative path of its flattest-region crop)``."""
     facts = "".join(f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>" for k, v in meta.items())
     fid = summary.get("clip_fid") or {"skipped": "not computed"}
     if fid.get("skipped"):
@@ -212,6 +216,14 @@ def write_html(summary: dict, sheets: list[tuple[str, str]], meta: dict) -> str:
         f"<figcaption>{html.escape(image_id)}</figcaption></figure>"
         for image_id, path in sheets
     )
+    crop_figures = "".join(
+        f"<figure><img src=\"{html.escape(path)}\" alt=\"{html.escape(image_id)} (flattest region)\">"
+        f"<figcaption>{html.escape(image_id)}</figcaption></figure>"
+        for image_id, path in crops
+    )
+    crops_html = ("<h2>Flattest regions</h2><p class=note>Where a perturbation shows first: each image's flattest "
+                  "48×48 window, zoomed 4×: source | protected | |δ| × 20 (per channel: a colour cast shows as "
+                  f"colour).</p>{crop_figures}") if crops else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>rtb evaluation</title>
 <style>{_STYLE}</style><script>{_SCRIPT}</script></head>
@@ -233,5 +245,6 @@ images that could not be evaluated: {html.escape(str(summary.get("errors") or "n
 <h2>Contact sheets</h2>
 <p class=note>{sheets_note}</p>
 {figures}
+{crops_html}
 </body></html>
 """

@@ -39,7 +39,7 @@ import torch
 from PIL import Image
 
 from rtb import images as imaging
-from rtb.config import ProtectConfig
+from rtb.config import PAPER_BUDGET, ProtectConfig
 from rtb.evaluation.edits import EditConfig, evaluate_image
 from rtb.inpainters import load_inpainter
 from rtb.methods import check_budget, resolved_budget
@@ -194,7 +194,8 @@ def check_editor(
     started = time.perf_counter()
     # 1. Check the inputs before any compute, then load the model once for everything.
     eps = check_budget("rtb", eps)
-    config = ProtectConfig(eps=eps, steps=steps, seed=seed)
+    # The rule is calibrated on the paper's L∞ ball per RGB channel (docs/steerability.md), so both protections use it.
+    config = ProtectConfig(eps=eps, steps=steps, seed=seed, **PAPER_BUDGET)
     edit_config = EditConfig(families=("exact",), seed=seed, steps=edit_steps)
     pil_images, arrays, ids = _prepare_pairs(images, masks, ids, config.max_mask_fraction)
     inpainter = load_inpainter(model, device=device, storage_options=storage_options)

@@ -36,7 +36,9 @@ def check_protected(fs, out_path: str, rows: list[dict], manifest: dict, run_id:
     assert metrics.schema.equals(METRICS_SCHEMA)
     assert sorted(metrics.column("id").to_pylist()) == sorted(sources)
     for row in metrics.to_pylist():
-        assert all(value is not None for value in row.values()), row
+        # Every figure is there; grey_preserved only for a grey source (null for a colour one).
+        assert all(value is not None for key, value in row.items() if key != "grey_preserved"), row
+        assert (row["grey_preserved"] is None) == (not row["source_grey"]), row
         assert (row["run_id"], row["status"], row["method"], row["steps"]) == (run_id, "ok", "rtb", 2)
         assert row["eps"] == pytest.approx(EPS)
         assert row["model_fingerprint"] == manifest["model_fingerprint"]
@@ -204,3 +206,27 @@ def test_cli_refuses_bad_arguments_and_missing_input(tmp_path, tiny_model):
     with pytest.raises(JobError, match="--augment-holes must be an integer in \\[0, 16\\], got -1"):
         run(JobConfig(input=str(tmp_path / "in"), output=str(tmp_path / "o"), augment_holes=-1))
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("output_format", ["png", "jpeg:90"])
+def test_grey_photos_stay_grey_and_every_row_says_how_visible_its_protection_is(tmp_path, tiny_model, output_format):
+    """The defaults (--budget jnd --colour luma-chroma): a grey photo, stored as L or as RGB with R = G = B, comes back
+    exactly grey; every metrics row carries the CIEDE2000 figures and the grey flags (docs/imperceptibility.md)."""
+    grey = make_image(3, (48, 48)).convert("L")
+    mask = png(make_mask((48, 48)))
+    rows = [{"id": "grey-l", "image": png(grey), "mask": mask, "prompt": None},
+            {"id": "grey-rgb", "image": png(grey.convert("RGB")), "mask": mask, "prompt": None},
+            {"id": "colour", "image": png(make_image(4, (48, 48))), "mask": mask, "prompt": None}]
+    catalog.write_shards(rows, str(tmp_path / "in"))
+    manifest = run(JobConfig(input=str(tmp_path / "in"), output=str(tmp_path / "out"), model=tiny_model, steps=2,
+                             run_id="grey", output_format=output_format))
+    assert manifest["counts"]["protected"] == 3
+    metrics = {r["id"]: r for r in pq.read_table(str(tmp_path / "out" / "metrics")).to_pylist()}
+    for image_id in ("grey-l", "grey-rgb"):
+        stored = np.asarray(Image.open(metrics[image_id]["protected_path"]).convert("RGB")).astype(int)
+        assert (stored[..., 0] == stored[..., 1]).all() and (stored[..., 1] == stored[..., 2]).all(), image_id
+        assert metrics[image_id]["source_grey"] and metrics[image_id]["grey_preserved"]
+    assert not metrics["colour"]["source_grey"] and metrics["colour"]["grey_preserved"] is None
+    for row in metrics.values():
+        assert 0 < row["bound_mean"] <= EPS and 0 <= row["delta_e_mean"] <= row["delta_e_p95"]
+        assert 0 <= row["delta_e_above_jnd"] <= 1

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from rtb import ProtectConfig, load_inpainter, protect
+from rtb.config import PAPER_BUDGET
 from rtb.evaluation.edits import EditConfig, evaluate_image
 from rtb.images import to_tensor
 from tests.fixtures.catalogs import sample
@@ -42,9 +43,9 @@ def exact_hole(model, pairs, protected) -> dict[str, tuple[float, float]]:
 def test_jpeg_and_resizing_weaken_rtb_and_eot_restores_part_of_it(model):
     pairs = [sample(i, size=(64, 64)) for i in range(4)]
     images, masks = [p[0] for p in pairs], [p[1] for p in pairs]
-    plain = exact_hole(model, pairs, protect(images, masks, model=model, config=ProtectConfig(steps=20)).images)
+    plain = exact_hole(model, pairs, protect(images, masks, model=model, config=ProtectConfig(steps=20, **PAPER_BUDGET)).images)
     eot = exact_hole(model, pairs, protect(images, masks, model=model,
-                                           config=ProtectConfig(steps=20, eot="jpeg:60-95,resize:0.5-1.0")).images)
+                                           config=ProtectConfig(steps=20, eot="jpeg:60-95,resize:0.5-1.0", **PAPER_BUDGET)).images)
     # Measured (tiny gain-4 net, 4 images): hole-SSIM without EOT none 0.68, jpeg:75 0.95, resize:0.5 0.99;
     # with EOT jpeg:75 0.86, resize:0.5 0.93.
     # 1. Without EOT the codecs take most of the effect away: the edit returns towards the clean edit.
