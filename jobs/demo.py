@@ -143,10 +143,13 @@ def main(output: str, model: str, steps: int | None, sheet_copy: str | None) -> 
     metrics = [row for uri in manifest["files"] if "/metrics/" in uri
                for row in pq.read_table(uri).to_pylist() if row.get("status", "ok") == "ok"]
     click.echo("")
-    click.echo(f"{'id':<12} {'size':>9} {'mode':>5} {'mask':>6} {'L∞·255':>7} {'PSNR':>6} {'SSIM':>6} {'s':>6}")
+    click.echo(f"{'id':<12} {'size':>9} {'mode':>5} {'mask':>6} {'L∞·255':>7} {'PSNR':>6} {'SSIM':>6} {'ΔE p95':>7} "
+               f"{'grey':>5} {'s':>6}")
     for row in sorted(metrics, key=lambda r: r["id"]):
+        grey = "kept" if row["grey_preserved"] else ("LOST" if row["source_grey"] else "-")
         click.echo(f"{row['id']:<12} {row['width']:>4}×{row['height']:<4} {row['mode']:>5} {row['mask_fraction']:>6.1%} "
-                   f"{row['linf'] * 255:>7.1f} {row['psnr']:>6.1f} {row['ssim']:>6.3f} {row['seconds']:>6.2f}")
+                   f"{row['linf'] * 255:>7.1f} {row['psnr']:>6.1f} {row['ssim']:>6.3f} {row['delta_e_p95']:>7.2f} "
+                   f"{grey:>5} {row['seconds']:>6.2f}")
     click.echo("")
     click.echo(summary_line(manifest))
 
@@ -159,8 +162,10 @@ def main(output: str, model: str, steps: int | None, sheet_copy: str | None) -> 
     except (ValueError, OSError) as error:
         _fail(f"the malicious edits failed: {one_line(error)}")
     eps = sorted({r["eps"] for r in metrics})
+    settings = manifest["protect_config"]
     footer = (f"editor and protection model: {editor.name} | RTB eps {', '.join(f'{e:g}' for e in eps)}, "
-              f"{', '.join(str(s) for s in sorted({r['steps'] for r in metrics}))} steps | "
+              f"{', '.join(str(s) for s in sorted({r['steps'] for r in metrics}))} steps, budget {settings['budget']}, "
+              f"{settings['colour']} | "
               f"malicious edit: hole = the protected region (yellow), seed {SEED}")
     sheet_path = output_dir / "contact-sheet.png"
     sheet = demo_sheet(rows, footer)
