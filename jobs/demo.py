@@ -102,6 +102,34 @@ def demo_sheet(rows: list[dict], footer: str = "") -> Image.Image:
 # ----------------------------------------------------------------------------------------------------------
 
 
+def print_metrics(manifest: dict) -> list[dict]:
+    """Print this run's metrics rows as a table (the metrics files its manifest lists: older runs with the same run
+    id may sit beside them); returns the rows."""
+    import pyarrow.parquet as pq
+
+    metrics = [row for uri in manifest["files"] if "/metrics/" in uri
+               for row in pq.read_table(uri).to_pylist() if row.get("status", "ok") == "ok"]
+    click.echo("")
+    click.echo(f"{'id':<12} {'size':>9} {'mode':>5} {'mask':>6} {'L∞·255':>7} {'PSNR':>6} {'SSIM':>6} {'ΔE p95':>7} "
+               f"{'grey':>5} {'s':>6}")
+    for row in sorted(metrics, key=lambda r: r["id"]):
+        grey = "kept" if row["grey_preserved"] else ("LOST" if row["source_grey"] else "-")
+        click.echo(f"{row['id']:<12} {row['width']:>4}×{row['height']:<4} {row['mode']:>5} {row['mask_fraction']:>6.1%} "
+                   f"{row['linf'] * 255:>7.1f} {row['psnr']:>6.1f} {row['ssim']:>6.3f} {row['delta_e_p95']:>7.2f} "
+                   f"{grey:>5} {row['seconds']:>6.2f}")
+    click.echo("")
+    return metrics
+
+
+def sheet_footer(editor_name: str, manifest: dict, metrics: list[dict]) -> str:
+    """The contact sheet's footer: the editor, the protection's settings, the edit."""
+    eps = ", ".join(f"{e:g}" for e in sorted({r["eps"] for r in metrics}))
+    steps = ", ".join(str(s) for s in sorted({r["steps"] for r in metrics}))
+    settings = manifest["protect_config"]
+    return (f"editor and protection model: {editor_name} | RTB eps {eps}, {steps} steps, budget {settings['budget']}, "
+            f"{settings['colour']} | malicious edit: hole = the protected region (yellow), seed {SEED}")
+
+
 def _fail(message: str) -> None:
     click.echo(f"demo: error: {message}", err=True)
     sys.exit(2)
@@ -115,8 +143,6 @@ def _fail(message: str) -> None:
 @click.option("--sheet-copy", default=None, help="Also write a small copy of the contact sheet here (docs).")
 def main(output: str, model: str, steps: int | None, sheet_copy: str | None) -> None:
     """Protect the bundled sample catalog, edit it, and print where the outputs are."""
-    import pyarrow.parquet as pq
-
     from jobs.evaluate import main as evaluate_main
     from jobs.manifest import summary_line
     from jobs.protect import JobConfig, run
@@ -139,18 +165,7 @@ def main(output: str, model: str, steps: int | None, sheet_copy: str | None) -> 
     import ray
 
     ray.shutdown()
-    # This run's rows: the metrics files its manifest lists (older runs with the same run id may sit beside them).
-    metrics = [row for uri in manifest["files"] if "/metrics/" in uri
-               for row in pq.read_table(uri).to_pylist() if row.get("status", "ok") == "ok"]
-    click.echo("")
-    click.echo(f"{'id':<12} {'size':>9} {'mode':>5} {'mask':>6} {'L∞·255':>7} {'PSNR':>6} {'SSIM':>6} {'ΔE p95':>7} "
-               f"{'grey':>5} {'s':>6}")
-    for row in sorted(metrics, key=lambda r: r["id"]):
-        grey = "kept" if row["grey_preserved"] else ("LOST" if row["source_grey"] else "-")
-        click.echo(f"{row['id']:<12} {row['width']:>4}×{row['height']:<4} {row['mode']:>5} {row['mask_fraction']:>6.1%} "
-                   f"{row['linf'] * 255:>7.1f} {row['psnr']:>6.1f} {row['ssim']:>6.3f} {row['delta_e_p95']:>7.2f} "
-                   f"{grey:>5} {row['seconds']:>6.2f}")
-    click.echo("")
+    metrics = print_metrics(manifest)
     click.echo(summary_line(manifest))
 
     # 3. The malicious edit of each source and of its protected image, same editor and seed: the contact sheet.
@@ -161,14 +176,8 @@ def main(output: str, model: str, steps: int | None, sheet_copy: str | None) -> 
         rows = malicious_edits(editor, read_samples(SAMPLES, output_dir, ids))
     except (ValueError, OSError) as error:
         _fail(f"the malicious edits failed: {one_line(error)}")
-    eps = sorted({r["eps"] for r in metrics})
-    settings = manifest["protect_config"]
-    footer = (f"editor and protection model: {editor.name} | RTB eps {', '.join(f'{e:g}' for e in eps)}, "
-              f"{', '.join(str(s) for s in sorted({r['steps'] for r in metrics}))} steps, budget {settings['budget']}, "
-              f"{settings['colour']} | "
-              f"malicious edit: hole = the protected region (yellow), seed {SEED}")
     sheet_path = output_dir / "contact-sheet.png"
-    sheet = demo_sheet(rows, footer)
+    sheet = demo_sheet(rows, sheet_footer(editor.name, manifest, metrics))
     sheet.save(sheet_path)
     if sheet_copy:
         from rtb.evaluation.sheets import small_copy

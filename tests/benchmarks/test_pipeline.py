@@ -90,18 +90,20 @@ def test_gpu_sampler_reads_nvidia_smi_when_nvml_is_missing(pipeline, tmp_path, m
 @pytest.mark.parametrize("slow_stage", ["decode_and_validate", "write_images"])
 def test_no_ray_mode_tells_a_slow_decode_from_a_slow_writer(pipeline, tmp_path, monkeypatch, slow_stage):
     import jobs.stages
+    import jobs.writer
     from rtb import catalog
 
     # Shards of 3 rows, so that batches of 2 must be cut across shard boundaries as the job's repartition does.
     rows = pipeline.build_catalog(8, 32)
     catalog.write_shards(rows, str(tmp_path / "catalog"), rows_per_shard=3)
-    stage = getattr(jobs.stages, slow_stage)
+    module = jobs.stages if slow_stage == "decode_and_validate" else jobs.writer
+    stage = getattr(module, slow_stage)
 
     def slow(*args, **kwargs):
         time.sleep(0.4)
         return stage(*args, **kwargs)
 
-    monkeypatch.setattr(jobs.stages, slow_stage, slow)
+    monkeypatch.setattr(module, slow_stage, slow)
     run = pipeline.run_no_ray(str(tmp_path / "catalog"), str(tmp_path / "out"), "reference", steps=1, batch_size=2,
                               device="cpu", threads=None, decode_workers=1, encode_workers=1, queue_depth=1)
 

@@ -4,6 +4,7 @@ real local Ray and the real offline detectors, on a bundled photo with a known f
 from __future__ import annotations
 
 import io
+import json
 import sys
 
 import numpy as np
@@ -13,6 +14,7 @@ from click.testing import CliRunner
 from PIL import Image, ImageDraw, ImageFont
 
 from jobs.cli import cli
+from jobs.evaluate import main as evaluate_main
 from jobs.masks import MasksConfig
 from jobs.masks import run as run_masks
 from jobs.protect import JobConfig, run
@@ -79,6 +81,12 @@ def test_rtb_masks_writes_a_catalog_protect_reads_as_it_is(s3_bucket, tiny_model
     protected = run(JobConfig(input=f"s3://{bucket}/found/catalog", output=f"s3://{bucket}/protected",
                               model=tiny_model, steps=1, run_id="p1"))
     assert (protected["counts"]["protected"], protected["counts"]["failed"]) == (3, 0)
+    # ... and rtb evaluate reads its masks like any (the face, its found mask as the malicious hole).
+    evaluate_main(["--catalog", f"s3://{bucket}/found/catalog", "--protected", f"s3://{bucket}/protected",
+                   "--output", f"s3://{bucket}/eval", "--model", tiny_model, "--runner", "local", "--limit", "1",
+                   "--sample", "0"])
+    summary = json.loads(fs.cat_file(f"{bucket}/eval/summary.json"))
+    assert summary["images"] == 1 and not summary["failed_images"] and summary["arms"]["protected"]["exact"]["N"] == 1
     # 4. A second run into the same output is refused in one line.
     again = CliRunner().invoke(cli, ["masks", "--input", f"s3://{bucket}/uploads", "--output", f"s3://{bucket}/found"])
     assert again.exit_code == 2 and "is not empty" in again.output
