@@ -1,5 +1,6 @@
 """The ``rtb`` command line: ``rtb protect`` (the Ray Data job), ``rtb runs``, ``rtb shard`` (pairs → Parquet),
-``rtb masks`` (find the regions of a catalog without masks), ``rtb evaluate`` and ``rtb check-editor``. Each command
+``rtb masks`` (find the regions of a catalog without masks), ``rtb evaluate``, ``rtb check-editor``, ``rtb persguard``
+(the model-level implant on Ray Train) and ``rtb evaluate-personalization``. Each command
 lives with its job; this module only gathers them."""
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import click
 
 from jobs.check_editor import check_editor
 from jobs.evaluate import evaluate
+from jobs.evaluate_personalization import evaluate_personalization
 from jobs.masks import masks_command
+from jobs.persguard import persguard_command
 from jobs.protect import protect_command
 
 
@@ -57,6 +60,8 @@ cli.add_command(protect_command)
 cli.add_command(masks_command)
 cli.add_command(evaluate)
 cli.add_command(check_editor)
+cli.add_command(persguard_command)
+cli.add_command(evaluate_personalization)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,1 @@
+"""Model-level protection against personalization (PersGuard, reconstructed)."""
