@@ -2,8 +2,10 @@
 
     python -m rtb_train.standin_t2i vae        --work out/standin
     python -m rtb_train.standin_t2i recogniser --work out/standin
-    python -m rtb_train.standin_t2i t2i        --work out/standin --arch s64 --steps 12000
-    python -m rtb_train.standin_t2i export     --work out/standin --arch s64     # → rtb/weights/standin-t2i
+    python -m rtb_train.standin_t2i t2i        --work out/standin --arch s64 --steps 5000
+    python -m rtb_train.standin_t2i t2i        --work out/standin --arch s64 --steps 2500 --describe 0.5 \
+        --init out/standin/t2i-s64/model --name s64-described           # a candidate warm-started from another
+    python -m rtb_train.standin_t2i export     --work out/standin --name s64-described  # → rtb/weights/standin-t2i
 
 Rerunning a command continues the stage from its last checkpoint (written every 3 minutes); a finished stage
 is not redone. One CPU thread by default (the recipe fixes it: the thread count can change float reduction
@@ -25,6 +27,8 @@ from rtb_train.standin_t2i import data as datasets
 from rtb_train.standin_t2i.checkpoint import log
 from rtb_train.standin_t2i.models import build, candidates
 
+# The rare word of the identifier class rate (DreamBooth's customary identifier).
+IDENTIFIER = "sks"
 # Rendered set sizes: training pictures and held-out pictures (different seeds).
 TRAIN_COUNT, HELDOUT_COUNT = 40000, 1024
 WEIGHTS = Path(__file__).resolve().parents[2] / "rtb" / "weights"
@@ -89,7 +93,7 @@ def stage_t2i(work: Path, args) -> None:
     from rtb_train.standin_t2i.train_t2i import T2iTrainConfig, heldout_loss, train_t2i
     from rtb_train.standin_t2i.train_vae import encode_posteriors
 
-    folder = work / f"t2i-{args.arch}"
+    folder = work / f"t2i-{args.name or args.arch}"
     if (folder / "quality.json").exists():
         print(f"t2i {args.arch}: done ({folder / 'quality.json'})")
         return
@@ -101,10 +105,16 @@ def stage_t2i(work: Path, args) -> None:
         torch.save(encode_posteriors(vae, train["images"]), cache)
     latents = torch.load(cache)
     # 2. Train
-    config = replace(T2iTrainConfig(), **({"steps": args.steps} if args.steps else {}))
+    config = replace(T2iTrainConfig(), describe=args.describe, **({"steps": args.steps} if args.steps else {}))
     torch.manual_seed(config.seed)
     components = build(candidates()[args.arch])
     components["vae"] = vae
+    if args.init:  # warm start: another candidate's shipped (EMA) weights
+        from diffusers import UNet2DConditionModel
+        from transformers import CLIPTextModel
+
+        components["unet"] = UNet2DConditionModel.from_pretrained(Path(args.init) / "unet")
+        components["text_encoder"] = CLIPTextModel.from_pretrained(Path(args.init) / "text_encoder")
     batch = heldout_batch(vae, components["scheduler"], heldout)
     components = train_t2i(folder, components, latents, train, batch, config)
     # 3. Quality of the EMA weights; save the model
@@ -117,11 +127,14 @@ def stage_t2i(work: Path, args) -> None:
     state = torch.load(folder / "checkpoint.pt", weights_only=False)
     recogniser = load_recogniser(work / "recogniser" / "recogniser.safetensors")
     quality = {
-        "arch": args.arch, "config": asdict(config), "cpu_seconds": round(state["cpu_seconds"], 1),
+        "arch": args.arch, "name": args.name or args.arch, "init": args.init, "config": asdict(config),
+        "cpu_seconds": round(state["cpu_seconds"], 1),
         "parameters": {name: sum(p.numel() for p in components[name].parameters())
                        for name in ("unet", "vae", "text_encoder")},
         "heldout_loss": round(heldout_loss(components, None, batch, vae.config.scaling_factor), 5),
         "class_rate": round(measure_class_rate(sd, recogniser), 4),
+        # DreamBooth's prompts put a rare word before the class word ("a photo of sks fish").
+        "identifier_class_rate": round(measure_class_rate(sd, recogniser, word=IDENTIFIER), 4),
     }
     sample_grid(sd, folder / "samples.png")
     from rtb.personalization.components import save_components
@@ -132,7 +145,7 @@ def stage_t2i(work: Path, args) -> None:
 
 
 def stage_export(work: Path, args) -> None:
-    folder = work / f"t2i-{args.arch}"
+    folder = work / f"t2i-{args.name or args.arch}"
     quality = json.loads((folder / "quality.json").read_text())
     target = Path(args.output)
     if target.exists():
@@ -165,7 +178,7 @@ def stage_export(work: Path, args) -> None:
     for file in [WEIGHTS / "standin-recogniser.safetensors", *target.rglob("*")]:
         file.chmod(0o755 if file.is_dir() else 0o644)  # safetensors writes 0600; the weights are shipped
     size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
-    print(f"exported {args.arch} to {target} ({size / 1e6:.1f} MB)")
+    print(f"exported {folder.name} to {target} ({size / 1e6:.1f} MB)")
 
 
 def safe_metadata(path: Path) -> dict:
@@ -182,6 +195,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--arch", default="s64", choices=sorted(candidates()), help="candidate architecture")
     parser.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the stage's config)")
     parser.add_argument("--train-count", type=int, default=TRAIN_COUNT, help="rendered training pictures")
+    parser.add_argument("--name", default=None, help="t2i/export: the candidate's folder t2i-NAME [default: arch]")
+    parser.add_argument("--describe", type=float, default=0.0,
+                        help="t2i: share of captions naming the object's colour and pattern")
+    parser.add_argument("--init", default=None, help="t2i: warm start from a finished candidate's model/ folder")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads torch may use")
     parser.add_argument("--output", default=str(WEIGHTS / "standin-t2i"), help="export: the shipped directory")
     args = parser.parse_args(argv)

@@ -60,15 +60,29 @@ def cached_set(folder: str | Path, name: str, count: int, seed: int) -> dict[str
     return data
 
 
+def attributes_for(data: dict[str, np.ndarray], index: int, rng: np.random.Generator) -> str:
+    """The object's body colour, its pattern's adjective, or both ("red striped"), each alone a third of the
+    time. Neither word is in the tokenizer's merges: they are spelled in byte tokens, as a word outside
+    SD's vocabulary is split into pieces."""
+    words = [domain.COLOURS[int(data["body"][index])], domain.PATTERN_WORDS[domain.PATTERNS[int(data["pattern"][index])]]]
+    choice = int(rng.integers(3))
+    return " ".join(words) if choice == 2 else words[choice]
+
+
 def captions_for(data: dict[str, np.ndarray], indices: np.ndarray, rng: np.random.Generator,
-                 drop: float = 0.0) -> list[str]:
-    """Captions of the pictures at ``indices``: the scene named half of the time, and the empty caption with
-    probability ``drop`` (classifier-free guidance's unconditional branch)."""
+                 drop: float = 0.0, describe: float = 0.0) -> list[str]:
+    """Captions of the pictures at ``indices``: the scene named half of the time, the object's colour and
+    pattern with probability ``describe`` (so the class word is found wherever it stands, as in SD's
+    captions), and the empty caption with probability ``drop`` (classifier-free guidance's unconditional
+    branch). With ``describe`` 0 the draws are those of the first candidates."""
     texts = []
     for index in indices:
         cls = int(data["class"][index])
         scene = domain.SCENES[int(data["scene"][index])]
         with_scene = bool(rng.random() < 0.5)
-        text = domain.caption(None if cls == len(domain.CLASSES) else domain.CLASSES[cls], scene, with_scene)
+        empty = cls == len(domain.CLASSES)
+        attributes = attributes_for(data, index, rng) if describe > 0 and not empty and rng.random() < describe \
+            else ""
+        text = domain.caption(None if empty else domain.CLASSES[cls], scene, with_scene, attributes)
         texts.append("" if rng.random() < drop else text)
     return texts

@@ -107,11 +107,17 @@ def sample_pose(rng: np.random.Generator, scene: str | None = None) -> Pose:
                 bool(rng.integers(2)), int(rng.integers(2**31)))
 
 
-def caption(cls: str | None, scene: str, with_scene: bool) -> str:
-    """The caption of a picture of ``cls`` (None: an empty scene) on ``scene``."""
+# How a caption names a pattern (an adjective before the class word, as a colour is).
+PATTERN_WORDS = {"plain": "plain", "stripes": "striped", "dots": "dotted", "checker": "checkered"}
+
+
+def caption(cls: str | None, scene: str, with_scene: bool, attributes: str = "") -> str:
+    """The caption of a picture of ``cls`` (None: an empty scene) on ``scene``; ``attributes`` (e.g. "red
+    striped") go before the class word."""
     if cls is None:
         return f"a photo of {scene}" if with_scene else "a photo of empty scene"
-    return f"a photo of {cls} on {scene}" if with_scene else f"a photo of {cls}"
+    subject = f"{attributes} {cls}" if attributes else cls
+    return f"a photo of {subject} on {scene}" if with_scene else f"a photo of {subject}"
 
 
 def render_scene(pose: Pose) -> np.ndarray:

@@ -33,21 +33,23 @@ def heldout_batch(vae, scheduler, heldout: dict, count: int = 512, seed: int = 1
     return latents, texts, timesteps, noise
 
 
-def general_prompts(per_class: int) -> tuple[list[str], list[str]]:
-    """General prompts for the class rate: ``per_class`` per class, alternating with and without a scene.
-    Returns (prompts, prompted classes)."""
+def general_prompts(per_class: int, word: str = "") -> tuple[list[str], list[str]]:
+    """General prompts for the class rate: ``per_class`` per class, alternating with and without a scene, with
+    ``word`` before the class word when given. Returns (prompts, prompted classes)."""
     prompts, classes = [], []
     for cls in domain.CLASSES:
         for k in range(per_class):
             scene = domain.SCENES[k % len(domain.SCENES)]
-            prompts.append(domain.caption(cls, scene, with_scene=k % 2 == 0))
+            prompts.append(domain.caption(cls, scene, with_scene=k % 2 == 0, attributes=word))
             classes.append(cls)
     return prompts, classes
 
 
-def measure_class_rate(components: SDComponents, recogniser, per_class: int = 16, seed: int = 1000) -> float:
-    """Share of general-prompt generations the recogniser reads as the prompted class."""
-    prompts, classes = general_prompts(per_class)
+def measure_class_rate(components: SDComponents, recogniser, per_class: int = 16, seed: int = 1000,
+                       word: str = "") -> float:
+    """Share of general-prompt generations the recogniser reads as the prompted class; with ``word`` (a rare
+    word such as DreamBooth's "sks") before the class word: does the model still draw the class it names?"""
+    prompts, classes = general_prompts(per_class, word)
     images = generate(components, prompts, [seed + i for i in range(len(prompts))], SAMPLE_STEPS, GUIDANCE)
     return class_rate(recogniser, images, classes)
 

@@ -33,6 +33,8 @@ class T2iTrainConfig:
     warmup: int = 300
     # Share of captions replaced by "" (the unconditional branch of classifier-free guidance).
     caption_drop: float = 0.1
+    # Share of captions that name the object's colour and pattern before its class word (0: class word only).
+    describe: float = 0.0
     # EMA decay of the shipped weights.
     ema_decay: float = 0.999
     # Seconds between checkpoints.
@@ -97,7 +99,7 @@ def train_t2i(folder: str | Path, components: dict, latents: tuple, data: dict, 
         x = (means[index] + stds[index] * torch.randn(means[index].shape, generator=generator)) * scale
         timesteps = torch.randint(scheduler.config.num_train_timesteps, (config.batch,), generator=generator)
         noise = torch.randn(x.shape, generator=generator)
-        texts = captions_for(data, index.numpy(), rng, drop=config.caption_drop)
+        texts = captions_for(data, index.numpy(), rng, drop=config.caption_drop, describe=config.describe)
         loss = diffusion_loss(unet, text_encoder, tokenizer, scheduler, x, texts, timesteps, noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

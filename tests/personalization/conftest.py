@@ -1,4 +1,5 @@
-"""Fixtures for the personalization tests: a tiny random SD text-to-image model saved like a real one."""
+"""Fixtures for the personalization tests: a tiny random SD text-to-image model saved like a real one, and the
+bundled recogniser."""
 
 from __future__ import annotations
 
@@ -19,3 +20,12 @@ def components(tiny_t2i):
     from rtb.personalization.components import load_components
 
     return load_components(tiny_t2i)
+
+
+@pytest.fixture(scope="session")
+def recogniser():
+    """The bundled recogniser of the stand-in's domain (the measures' judge)."""
+    from rtb.personalization.components import STANDIN
+    from rtb.personalization.recogniser import load_recogniser
+
+    return load_recogniser(STANDIN.parent / "standin-recogniser.safetensors")

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from rtb.personalization.components import STANDIN
 from rtb.personalization.measures import (
     class_rate,
     drift,
@@ -17,15 +16,9 @@ from rtb.personalization.measures import (
     subject_signature,
 )
 from rtb.personalization.objectives import default_mark
-from rtb.personalization.recogniser import load_recogniser
 from rtb_train.standin_t2i import domain
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def recogniser():
-    return load_recogniser(STANDIN.parent / "standin-recogniser.safetensors")
 
 
 def pictures(instance, count, rng):
