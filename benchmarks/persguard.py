@@ -5,8 +5,9 @@ Clean model vs protected models, 5 protected + 5 held-out subjects of the stand-
 one (2× steps, 2× learning rate), the case of one protected image among clean ones, and the ablation without
 the retention term::
 
-    python benchmarks/persguard.py --output out/persguard-bench          # defaults: the table in the docs
-    python benchmarks/persguard.py --output out/pg-quick --subjects 2 --generations 4 --implant-steps 100
+    python benchmarks/persguard.py --output out/persguard-bench          # defaults: the table in the docs (~1 h, 2 cores)
+    python benchmarks/persguard.py --output out/pg-quick --subjects 2 --generations 2 --implant-steps 20 \\
+        --objectives pattern --variants white-box --skip-strong --skip-one-image
 
 Every model, subject and draw is seeded; rerunning gives the same table. Per protected model: its 5 protected
 subjects are attacked with DreamBooth (standard and strong recipe) and generated from with the attacker's
@@ -19,9 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
+import resource
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -39,8 +43,9 @@ from rtb.personalization.persguard import PersGuardConfig, ProtectedSubject, per
 from rtb.personalization.recogniser import load_recogniser  # noqa: E402
 from rtb_train.standin_t2i import domain  # noqa: E402
 
-# The attacker's standard recipe on the stand-in (chosen on the CLEAN model's subject fidelity, --recipes).
-STANDARD = DreamBoothConfig(steps=300, lr=1e-4, class_images=32, class_sample_steps=25, class_guidance=4.0)
+# The attacker's standard recipe on the stand-in, chosen on the CLEAN model's subject fidelity (--recipes
+# 150x1e-4,300x1e-4: 0.125 and 0.050 subject present on the held-out subjects).
+STANDARD = DreamBoothConfig(steps=150, lr=1e-4, class_images=32, class_sample_steps=25, class_guidance=4.0)
 # The stronger attacker: 2× steps, 2× learning rate.
 STRONG = replace(STANDARD, steps=2 * STANDARD.steps, lr=2 * STANDARD.lr)
 # The gray-box attacker's identifier: outside the implant's GRAY_IDENTIFIERS.
@@ -140,7 +145,9 @@ def implant(bench: Bench, objective: str, mode: str, retain: bool) -> tuple:
                   f"prior {record['prior']:.4f}, retained {record['retain']:.4f}", flush=True)
 
     model, history = persguard(copy_components(bench.clean), subjects, config, bench.mark, callback=progress)
-    return model, {"implant_seconds": round(time.perf_counter() - started, 1),
+    # Peak resident memory of this process (one model per process: the clean model, teacher, student, copy).
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return model, {"implant_seconds": round(time.perf_counter() - started, 1), "peak_rss_mb": round(peak_mb),
                    "final_backdoor": float(np.mean([h["backdoor"] for h in history[-20:]]))}
 
 
@@ -215,6 +222,32 @@ def cost(config: PersGuardConfig, classes: int) -> dict:
             "total_pflop": total / 1e15, "h100_hours": total / (H100_TFLOPS * 1e12 * UTILISATION) / 3600}
 
 
+def model_plan(args) -> list[tuple[str, str | None, str, bool]]:
+    """(name, objective, mode, retain) of every model measured, the clean one first."""
+    plan = [("clean", None, "white-box", False)]
+    for objective in args.objectives.split(","):
+        for variant in args.variants.split(","):
+            mode, retain = ("white-box", False) if variant == "no-retention" else (variant, True)
+            plan.append((f"{objective} {mode}" + ("" if retain else " no-retention"), objective, mode, retain))
+    return plan
+
+
+def measure_model(args, name: str, objective: str | None, mode: str, retain: bool, clean_general) -> tuple:
+    """Implant (unless clean) and measure one model, in a process of its own; returns (row, grid pictures)."""
+    torch.set_num_threads(args.threads)
+    bench = Bench(args)
+    if objective is None:
+        model, info, identifier = bench.clean, {}, "sks"
+    else:
+        model, info = implant(bench, objective, mode, retain)
+        identifier = "sks" if mode == "white-box" else GRAY_ATTACKER_IDENTIFIER
+    row = evaluate_model(bench, name, model, objective, identifier, clean_general) | info
+    firsts = {bench.protected[0].subject_id, bench.heldout[0].subject_id}
+    pictures = {key: value for key, value in bench.pictures.items() if key[1] in firsts and key[0] == name}
+    print(json.dumps(row), flush=True)
+    return row, pictures
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, default=Path("out/persguard-bench"))
@@ -222,8 +255,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--subjects", type=int, default=5, help="protected and held-out subjects (≤ 5 each)")
     parser.add_argument("--generations", type=int, default=8, help="generations per prompt and subject")
     parser.add_argument("--general-per-class", type=int, default=16, help="general-prompt generations per class")
-    parser.add_argument("--implant-steps", type=int, default=1000)
-    parser.add_argument("--implant-lr", type=float, default=4e-5)
+    parser.add_argument("--implant-steps", type=int, default=400)
+    parser.add_argument("--implant-lr", type=float, default=1e-4)
     parser.add_argument("--retain-steps", type=int, default=4, help="K, simulated attacker steps per outer step")
     parser.add_argument("--prior-images", type=int, default=32, help="teacher class pictures per protected class")
     parser.add_argument("--objectives", default=",".join(OBJECTIVES))
@@ -231,7 +264,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="protected models per objective: white-box, gray-box, no-retention (white-box, λ_retain 0)")
     parser.add_argument("--skip-one-image", action="store_true")
     parser.add_argument("--skip-strong", action="store_true", help="no strong-recipe attacks (quick runs)")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    parser.add_argument("--processes", type=int, default=2, help="models measured at once, one process each")
     parser.add_argument("--cost", action="store_true", help="only print the SD 2.1 / H100 cost estimate")
     parser.add_argument("--recipes", default="", help="only compare attacker recipes STEPSxLR,... on the clean "
                         "model's held-out subjects (how STANDARD was chosen), e.g. 150x1e-4,300x1e-4,300x1e-4+te")
@@ -246,21 +280,20 @@ def main(argv: list[str] | None = None) -> dict:
     args.output.mkdir(parents=True, exist_ok=True)
     if args.recipes:
         return compare_recipes(bench, args.recipes)
-
-    # 1. The clean model: the reference of every ratio, and the chance rate of each protective output
-    rows = [evaluate_model(bench, "clean", bench.clean, None, "sks", None)]
-    clean_general = bench.pictures[("clean", "general", 0)]
-    print(json.dumps(rows[-1]), flush=True)
-    save(args, rows, started)
-    # 2. Protected models: each objective, white-box and gray-box; the ablation without retention
-    for objective in args.objectives.split(","):
-        for variant in args.variants.split(","):
-            mode, retain = ("white-box", False) if variant == "no-retention" else (variant, True)
-            name = f"{objective} {mode}" + ("" if retain else " no-retention")
-            model, info = implant(bench, objective, mode, retain)
-            identifier = "sks" if mode == "white-box" else GRAY_ATTACKER_IDENTIFIER
-            rows.append(evaluate_model(bench, name, model, objective, identifier, clean_general) | info)
-            print(json.dumps(rows[-1]), flush=True)
+    # 1. The clean model's general generations: the reference of the drift
+    clean_general, _ = bench.general(bench.clean)
+    # 2. Every model in its own process, the clean one first (the reference of every ratio, and the chance
+    #    rate of each protective output); the rows keep the plan's order
+    plan = model_plan(args)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(args.processes, mp_context=context) as pool:
+        futures = [pool.submit(measure_model, args, *entry, None if entry[1] is None else clean_general)
+                   for entry in plan]
+        rows = []
+        for future in futures:
+            row, pictures = future.result()
+            rows.append(row)
+            bench.pictures.update(pictures)
             save(args, rows, started)
     # 3. The goals' figures
     return finish(args, bench, rows, started)
@@ -333,7 +366,7 @@ def finish(args, bench: Bench, rows: list[dict], started: float) -> dict:
         if clean["class_rate"] else None,
     }
     columns = ("model", "backdoor_standard", "backdoor_strong", "backdoor_one_image", "heldout_subject",
-               "protected_subject_standard", "class_rate", "drift", "implant_seconds")
+               "protected_subject_standard", "class_rate", "drift", "implant_seconds", "peak_rss_mb")
     table = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     table += ["| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in rows]
     (args.output / "table.md").write_text("\n".join(table) + "\n")
