@@ -1,5 +1,5 @@
 """Every Kubernetes manifest under cluster/ parses, and says what the job relies on: entrypoint flags the CLI
-accepts, a dated run id for the nightly run (so a retry resumes it), no overlapping nights, GPU limits that
+(protect or persguard) accepts, a dated run id for the nightly run (so a retry resumes it), no overlapping nights, GPU limits that
 match the actor pool, pinned images."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from jobs.persguard import persguard_command
 from jobs.protect import protect_command
 
 CLUSTER = Path(__file__).resolve().parents[2] / "cluster"
@@ -26,11 +27,15 @@ def kind(name: str) -> list[dict]:
     return [d for p in MANIFESTS for d in documents(p) if d["kind"] == name]
 
 
-def check_entrypoint(entrypoint: str) -> dict:
-    """The RayJob entrypoint runs jobs/protect.py with options the real CLI parses; returns them."""
+# The jobs a RayJob may run, by entrypoint script.
+COMMANDS = {"/app/jobs/protect.py": protect_command, "/app/jobs/persguard.py": persguard_command}
+
+
+def check_entrypoint(entrypoint: str, script: str = "/app/jobs/protect.py") -> dict:
+    """The RayJob entrypoint runs ``script`` with options its real CLI parses; returns them."""
     tokens = shlex.split(entrypoint)
-    assert tokens[:2] == ["python", "/app/jobs/protect.py"], tokens[:2]
-    context = protect_command.make_context("protect.py", tokens[2:])  # raises on an unknown flag or bad value
+    assert tokens[:2] == ["python", script], tokens[:2]
+    context = COMMANDS[script].make_context(script, tokens[2:])  # raises on an unknown flag or bad value
     return context.params
 
 
@@ -60,7 +65,17 @@ def test_every_manifest_parses():
 
 @pytest.mark.parametrize("rayjob", kind("RayJob"), ids=lambda d: d["metadata"]["name"])
 def test_rayjob_entrypoints(rayjob):
-    params = check_entrypoint(rayjob["spec"]["entrypoint"])
+    script = shlex.split(rayjob["spec"]["entrypoint"])[1]
+    params = check_entrypoint(rayjob["spec"]["entrypoint"], script)
+    if script.endswith("persguard.py"):
+        # A resubmission resumes from the checkpoints under the output; one GPU per Ray Train worker.
+        assert params["output_uri"] and params["gpus"] and rayjob["spec"]["backoffLimit"] >= 1
+        check_ray_cluster(rayjob["spec"]["rayClusterSpec"], None)
+        gpu_replicas = sum(g["maxReplicas"] * int(g["template"]["spec"]["containers"][0]["resources"]["limits"]
+                                                   .get("nvidia.com/gpu", 0))
+                           for g in rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"])
+        assert gpu_replicas >= params["workers"], "Ray Train waits for one GPU per worker"
+        return
     assert params["run_id"], "a fixed run id: a resubmission resumes it"
     check_ray_cluster(rayjob["spec"]["rayClusterSpec"], params)
 
