@@ -6,6 +6,7 @@ Remote weights are copied once into a local cache keyed by the URI, so loading c
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from pathlib import Path
@@ -91,3 +92,19 @@ def fingerprint(path: str | os.PathLike) -> str:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def offline_hub():
+    """``HF_HUB_OFFLINE=1`` (and the transformers twin) for the duration of a model load: nothing is downloaded,
+    whatever the environment says; the previous values come back afterwards."""
+    saved = {key: os.environ.get(key) for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    os.environ.update({key: "1" for key in saved})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

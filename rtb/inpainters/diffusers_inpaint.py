@@ -59,7 +59,6 @@ Speed options (``load_diffusers(..., channels_last=, compile=, gradient_checkpoi
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from pathlib import Path
@@ -71,6 +70,7 @@ from torch.utils.checkpoint import checkpoint
 
 from rtb.inpainters.speed import channels_last as to_channels_last
 from rtb.inpainters.speed import compile_with_fallback
+from rtb import storage
 from rtb.storage import fingerprint as weights_fingerprint
 
 SURROGATES = ("latent-x0", "pixel-x0", "unrolled")
@@ -130,21 +130,6 @@ class _VaeDecode(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.vae.decode(z).sample
-
-
-@contextlib.contextmanager
-def _offline():
-    """Set ``HF_HUB_OFFLINE=1`` (and the transformers twin) for the duration of a load."""
-    saved = {key: os.environ.get(key) for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    os.environ.update({key: "1" for key in saved})
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 # Components whose weights are loaded (the safety checker and image encoder are not).
@@ -596,7 +581,7 @@ def load_diffusers(
 
     dtype_key = "dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"
     options = {"local_files_only": True, "use_safetensors": True, dtype_key: dtype}
-    with _offline():
+    with storage.offline_hub():
         if class_name == "StableDiffusionXLInpaintPipeline":
             pipe = StableDiffusionXLInpaintPipeline.from_pretrained(path, **options)
         else:

@@ -8,10 +8,8 @@ with safetensors weights: SD 1.x/2.x as published, and the stand-in shipped in `
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,21 +46,6 @@ class SDComponents:
     def image_size(self) -> int:
         """Side of the pictures the model generates (UNet sample size × VAE scale factor)."""
         return self.unet.config.sample_size * 2 ** (len(self.vae.config.block_out_channels) - 1)
-
-
-@contextlib.contextmanager
-def _offline():
-    """``HF_HUB_OFFLINE=1`` (and the transformers twin) for the duration of a load: nothing is downloaded."""
-    saved = {key: os.environ.get(key) for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    os.environ.update({key: "1" for key in saved})
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def check_sd_format(path: str | Path) -> None:
@@ -107,7 +90,7 @@ def load_components(model: str | Path = "standin", storage_options: dict | None 
     path = storage.fetch_to_cache(source, storage_options=storage_options)
     check_sd_format(path)
     # 2. Load offline
-    with _offline():
+    with storage.offline_hub():
         pipe = StableDiffusionPipeline.from_pretrained(
             path, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
             local_files_only=True, use_safetensors=True)
