@@ -122,9 +122,11 @@ class Bench:
                 "subject_present": float(np.mean([r["subject_present"] for r in rows])),
                 "attack_seconds": round(info["attack_seconds"], 1)}
 
-    def general(self, components):
+    def general(self, components, pictures=None):
+        """The general-prompt pictures of ``components`` (generated unless given) and their class rate."""
         prompts, classes, seeds = general_prompts(self.args.general_per_class)
-        pictures = generate(components, prompts, seeds, 25, 4.0)
+        if pictures is None:
+            pictures = generate(components, prompts, seeds, 25, 4.0)
         return pictures, class_rate(self.recogniser, pictures, classes)
 
 
@@ -173,10 +175,11 @@ def evaluate_model(bench: Bench, name: str, model, objective: str | None, identi
         one = [bench.attack(name + "/one", model, s, STANDARD, obj, images=torch.cat([s.images[:1], s.unseen]),
                             identifier=identifier) for s in bench.protected]
         row["backdoor_one_image"] = mean(r["backdoor_success"] for r in one)
-    pictures, rate = bench.general(model)
+    # The clean model's general pictures were generated once, before the models were measured.
+    pictures, rate = bench.general(model, clean_general if obj is None else None)
     bench.pictures[(name, "general", 0)] = pictures
     row["class_rate"] = round(rate, 4)
-    if clean_general is not None:
+    if obj is not None:
         row["drift"] = round(float(drift(pictures, clean_general).mean()), 4)
     return row
 
@@ -287,8 +290,7 @@ def main(argv: list[str] | None = None) -> dict:
     plan = model_plan(args)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(args.processes, mp_context=context) as pool:
-        futures = [pool.submit(measure_model, args, *entry, None if entry[1] is None else clean_general)
-                   for entry in plan]
+        futures = [pool.submit(measure_model, args, *entry, clean_general) for entry in plan]
         rows = []
         for future in futures:
             row, pictures = future.result()
