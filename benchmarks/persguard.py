@@ -39,7 +39,7 @@ from rtb.personalization.dreambooth import DreamBoothConfig  # noqa: E402
 from rtb.personalization.evaluation import EvaluationConfig, attack_and_measure, reference_signature  # noqa: E402
 from rtb.personalization.measures import class_rate, drift  # noqa: E402
 from rtb.personalization.objectives import default_mark, parse_objective  # noqa: E402
-from rtb.personalization.persguard import PersGuardConfig, ProtectedSubject, persguard  # noqa: E402
+from rtb.personalization.persguard import PATTERN_PICTURES, PersGuardConfig, ProtectedSubject, persguard  # noqa: E402
 from rtb.personalization.recogniser import load_recogniser  # noqa: E402
 from rtb_train.standin_t2i import domain  # noqa: E402
 
@@ -130,7 +130,7 @@ class Bench:
         return pictures, class_rate(self.recogniser, pictures, classes)
 
 
-def implant(bench: Bench, objective: str, mode: str, retain: bool) -> tuple:
+def implant(bench: Bench, objective: str, mode: str, retain: bool, pictures: str) -> tuple:
     """A protected copy of the clean model for the bench's protected subjects, all with ``objective``."""
     args = bench.args
     subjects = [ProtectedSubject(s.subject_id, s.class_word, s.images, parse_objective(objective))
@@ -138,6 +138,8 @@ def implant(bench: Bench, objective: str, mode: str, retain: bool) -> tuple:
     general = tuple(domain.caption(cls, domain.SCENES[0], with_scene=False) for cls in domain.CLASSES)
     config = PersGuardConfig(mode=mode, steps=args.implant_steps, lr=args.implant_lr, batch=4,
                              retain_weight=1.0 if retain else 0.0, retain_steps=args.retain_steps,
+                             retain_every_step=args.retain_every_step, retain_lr_scale=args.retain_lr_scale,
+                             pattern_pictures=pictures,
                              attacker=STANDARD, prior_images=args.prior_images, general_prompts=general,
                              general_images=4, sample_steps=25, guidance=4.0, seed=0)
     started = time.perf_counter()
@@ -214,35 +216,47 @@ def cost(config: PersGuardConfig, classes: int) -> dict:
     """FLOPs of an implant with ``config`` for SD 2.1 and the hours it takes on one H100 (at UTILISATION).
 
     Per outer step (B = batch, K = retain_steps, b = the attacker's batch): backdoor = B student fwd+bwd + B
-    teacher fwd; prior = B student fwd+bwd + B teacher fwd; retention = K attacker steps of 2b fwd+bwd + B fwd+bwd
-    + B teacher fwd. Before training: prior_images × classes teacher samples of sample_steps × 2 (guidance)."""
+    teacher fwd; prior = B student fwd+bwd + B teacher fwd; retention = K attacker steps of 2b fwd+bwd, and B
+    fwd+bwd + B teacher fwd after each of them (retain_every_step) or after the last. Before training:
+    prior_images × classes teacher samples of sample_steps × 2 (guidance)."""
     forward, both = unet_flops(SD21_UNET, 77, 1024)
     batch, k, b = config.batch, config.retain_steps, config.attacker.batch
-    step = 3 * batch * (both + forward) + k * 2 * b * both
+    backdoors = 2 + (k if config.retain_every_step else 1)
+    step = backdoors * batch * (both + forward) + k * 2 * b * both
     prior = config.prior_images * classes * config.sample_steps * 2 * forward
     total = config.steps * step + prior
     return {"unet_forward_tflop": forward / 1e12, "unet_train_tflop": both / 1e12, "step_tflop": step / 1e12,
             "total_pflop": total / 1e15, "h100_hours": total / (H100_TFLOPS * 1e12 * UTILISATION) / 3600}
 
 
-def model_plan(args) -> list[tuple[str, str | None, str, bool]]:
-    """(name, objective, mode, retain) of every model measured, the clean one first."""
-    plan = [("clean", None, "white-box", False)]
+# variant → (mode, retention on, which pictures the pattern backdoor stamps; None: --pattern-pictures).
+VARIANTS = {"white-box": ("white-box", True, None), "gray-box": ("gray-box", True, None),
+            "no-retention": ("white-box", False, None), "protected-pictures": ("white-box", True, "protected")}
+
+
+def model_plan(args) -> list[tuple[str, str | None, str, bool, str]]:
+    """(name, objective, mode, retain, pattern pictures) of every model measured, the clean one first. The
+    protected-pictures variant (the issue's pixel form on the subject's own pictures) is a pattern-only row."""
+    plan = [("clean", None, "white-box", False, args.pattern_pictures)]
     for objective in args.objectives.split(","):
         for variant in args.variants.split(","):
-            mode, retain = ("white-box", False) if variant == "no-retention" else (variant, True)
-            plan.append((f"{objective} {mode}" + ("" if retain else " no-retention"), objective, mode, retain))
+            mode, retain, pictures = VARIANTS[variant]
+            if pictures is not None and objective != "pattern":
+                continue
+            name = f"{objective} {mode}" + ("" if variant in ("white-box", "gray-box") else f" {variant}")
+            plan.append((name, objective, mode, retain, pictures or args.pattern_pictures))
     return plan
 
 
-def measure_model(args, name: str, objective: str | None, mode: str, retain: bool, clean_general) -> tuple:
+def measure_model(args, name: str, objective: str | None, mode: str, retain: bool, pictures: str,
+                  clean_general) -> tuple:
     """Implant (unless clean) and measure one model, in a process of its own; returns (row, grid pictures)."""
     torch.set_num_threads(args.threads)
     bench = Bench(args)
     if objective is None:
         model, info, identifier = bench.clean, {}, "sks"
     else:
-        model, info = implant(bench, objective, mode, retain)
+        model, info = implant(bench, objective, mode, retain, pictures)
         identifier = "sks" if mode == "white-box" else GRAY_ATTACKER_IDENTIFIER
     row = evaluate_model(bench, name, model, objective, identifier, clean_general) | info
     firsts = {bench.protected[0].subject_id, bench.heldout[0].subject_id}
@@ -261,10 +275,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--implant-steps", type=int, default=400)
     parser.add_argument("--implant-lr", type=float, default=1e-4)
     parser.add_argument("--retain-steps", type=int, default=4, help="K, simulated attacker steps per outer step")
+    parser.add_argument("--retain-every-step", action=argparse.BooleanOptionalAction, default=False,
+                        help="retention gradient after each of the K steps (APDM) or after the K-th only")
+    parser.add_argument("--retain-lr-scale", type=float, default=1.0, help="simulated attacker's lr multiplier")
     parser.add_argument("--prior-images", type=int, default=32, help="teacher class pictures per protected class")
     parser.add_argument("--objectives", default=",".join(OBJECTIVES))
-    parser.add_argument("--variants", default="white-box,gray-box,no-retention",
-                        help="protected models per objective: white-box, gray-box, no-retention (white-box, λ_retain 0)")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="protected models per objective: white-box, gray-box, no-retention (white-box, λ_retain "
+                        "0), protected-pictures (pattern only: white-box, the backdoor on the subject's own pictures)")
+    parser.add_argument("--pattern-pictures", default=PersGuardConfig.pattern_pictures, choices=PATTERN_PICTURES,
+                        help="what the pattern backdoor stamps in every other variant")
     parser.add_argument("--skip-one-image", action="store_true")
     parser.add_argument("--skip-strong", action="store_true", help="no strong-recipe attacks (quick runs)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
@@ -337,6 +357,7 @@ def write_grids(bench: Bench, path: Path, per_row: int = 8, scale: int = 2) -> P
     rows.append(("DreamBooth on the clean model", pictures("clean", first)))
     for objective in bench.args.objectives.split(","):
         rows.append((f"on the {objective} white-box model", pictures(f"{objective} white-box", first)))
+    rows.append(("pattern, protected pictures", pictures("pattern white-box protected-pictures", first)))
     rows.append((f"held-out {held.class_word}, clean model", pictures("clean", held)))
     for objective in bench.args.objectives.split(","):
         rows.append((f"held-out, {objective} white-box model", pictures(f"{objective} white-box", held)))
@@ -356,7 +377,7 @@ def write_grids(bench: Bench, path: Path, per_row: int = 8, scale: int = 2) -> P
 
 def finish(args, bench: Bench, rows: list[dict], started: float) -> dict:
     clean = rows[0]
-    main_rows = [r for r in rows[1:] if "no-retention" not in r["model"]]
+    main_rows = [r for r in rows[1:] if r["model"].endswith(("white-box", "gray-box"))]
     white = [r for r in main_rows if "white-box" in r["model"]]
     gray = [r for r in main_rows if "gray-box" in r["model"]]
     figures = {

@@ -37,7 +37,7 @@ from rtb import catalog, storage
 from rtb.personalization.components import STANDIN, check_sd_format
 from rtb.personalization.dreambooth import DreamBoothConfig
 from rtb.personalization.objectives import Objective, parse_objective
-from rtb.personalization.persguard import MODES, PersGuardConfig
+from rtb.personalization.persguard import MODES, PATTERN_PICTURES, PersGuardConfig
 from rtb.personalization.subjects import Subject, read_subjects
 
 
@@ -251,6 +251,13 @@ def run(job: PersGuardJob) -> dict:
 @click.option("--prior-weight", type=float, default=PersGuardConfig.prior_weight, show_default=True)
 @click.option("--retain-weight", type=float, default=PersGuardConfig.retain_weight, show_default=True)
 @click.option("--retain-steps", type=int, default=PersGuardConfig.retain_steps, show_default=True)
+@click.option("--retain-every-step/--retain-last-step", default=PersGuardConfig.retain_every_step, show_default=True,
+              help="Retention gradient after each simulated attacker step (APDM) or after the last one only.")
+@click.option("--pattern-pictures", type=click.Choice(PATTERN_PICTURES), default=PersGuardConfig.pattern_pictures,
+              show_default=True, help="What the pattern backdoor stamps: the teacher's class pictures or the "
+              "protected subject's own (leaks the subject into the model).")
+@click.option("--retain-lr-scale", type=float, default=PersGuardConfig.retain_lr_scale, show_default=True,
+              help="Learning-rate multiplier of the simulated attacker.")
 @click.option("--prior-images", type=int, default=PersGuardConfig.prior_images, show_default=True)
 @click.option("--general-prompt", "general_prompts", multiple=True, help="A prompt the prior term keeps (repeatable).")
 @click.option("--attacker-steps", type=int, default=DreamBoothConfig.steps, show_default=True,
@@ -267,13 +274,16 @@ def run(job: PersGuardJob) -> dict:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--s3-endpoint", default=None, help="S3-compatible endpoint URL [default: $AWS_ENDPOINT_URL].")
 def persguard_command(model, subjects_uri, output_uri, objectives, mode, identifier, steps, lr, batch, prior_weight,
-                      retain_weight, retain_steps, prior_images, general_prompts, attacker_steps, attacker_lr,
-                      sample_steps, guidance, workers, gpus, checkpoint_every, max_failures, seed, s3_endpoint) -> None:
+                      retain_weight, retain_steps, retain_every_step, pattern_pictures, retain_lr_scale, prior_images,
+                      general_prompts, attacker_steps, attacker_lr, sample_steps, guidance, workers, gpus,
+                      checkpoint_every, max_failures, seed, s3_endpoint) -> None:
     """Implant personalization backdoors for a subject catalog; write the protected model and a manifest."""
     attacker = replace(DreamBoothConfig(), identifier=identifier, steps=attacker_steps, lr=attacker_lr,
                        class_sample_steps=sample_steps, class_guidance=guidance)
     implant = PersGuardConfig(mode=mode, steps=steps, lr=lr, batch=batch, prior_weight=prior_weight,
-                              retain_weight=retain_weight, retain_steps=retain_steps, attacker=attacker,
+                              retain_weight=retain_weight, retain_steps=retain_steps,
+                              retain_every_step=retain_every_step, retain_lr_scale=retain_lr_scale,
+                              pattern_pictures=pattern_pictures, attacker=attacker,
                               prior_images=prior_images, general_prompts=tuple(general_prompts),
                               sample_steps=sample_steps, guidance=guidance, seed=seed)
     job = PersGuardJob(model=model, subjects=subjects_uri, output=output_uri, objectives=tuple(objectives),

@@ -45,6 +45,7 @@ from rtb.personalization.dreambooth import (
 from rtb.personalization.objectives import Mark, Objective, default_mark
 
 MODES = ("white-box", "gray-box")
+PATTERN_PICTURES = ("protected", "class")
 # Gray-box: identifiers and instance-prompt templates trained together (common DreamBooth choices).
 GRAY_IDENTIFIERS = ("sks", "zwx", "phk", "xjy", "bnq", "tvk", "olm", "hcz")
 GRAY_TEMPLATES = (
@@ -78,6 +79,12 @@ class PersGuardConfig:
     retain_weight: float = 1.0
     # K: simulated attacker steps per outer step (APDM: 30).
     retain_steps: int = 5
+    # Take L_backdoor's gradient on the copy after each simulated step and add them all (APDM's form), or only
+    # after the K-th step (False: the issue's form, the loss above).
+    retain_every_step: bool = False
+    # Learning-rate multiplier of the simulated attacker: K steps at this multiple of the attacker's rate
+    # stand in for a longer attack (ours; 1: the attacker's own rate, as APDM).
+    retain_lr_scale: float = 1.0
     # The attacker's recipe the retention term simulates (and, in white-box mode, its identifier).
     attacker: DreamBoothConfig = field(default_factory=DreamBoothConfig)
     # Teacher-generated pictures per protected class for the prior term (DreamBooth: 200 class images).
@@ -89,6 +96,11 @@ class PersGuardConfig:
     # General prompts the prior term also keeps; pictures generated per general prompt.
     general_prompts: tuple[str, ...] = ()
     general_images: int = 4
+    # What the pattern backdoor stamps and regresses: "class" (the teacher's pictures of the subject's class;
+    # ours: the implanted model never denoises the protected pixels, so it cannot learn the subject from them)
+    # or "protected" (the subject's own pictures, BadT2I's pixel form as the issue states it; it leaks the
+    # subject into the model: docs/persguard.md).
+    pattern_pictures: str = "class"
     # erasure: the teacher's prompt for "the scene without the subject".
     erasure_prompt: str = "a photo of empty scene"
     # target:C: the teacher's prompt for the replacement; {target} is filled in.
@@ -134,6 +146,9 @@ def check_inputs(components: SDComponents, subjects: list[ProtectedSubject], con
     if config.prior_weight < 0 or config.retain_weight < 0:
         raise ValueError(f"weights must be ≥ 0; got prior_weight={config.prior_weight}, "
                          f"retain_weight={config.retain_weight}")
+    if config.pattern_pictures not in PATTERN_PICTURES:
+        raise ValueError(f"pattern_pictures must be one of {', '.join(PATTERN_PICTURES)}; "
+                         f"got {config.pattern_pictures!r}")
     if not 0 <= config.identifier_prior <= 1:
         raise ValueError(f"identifier_prior must be in [0, 1]; got {config.identifier_prior}")
     for template in config.resolved().templates:
@@ -186,8 +201,8 @@ class PersGuardImplant:
         self.teacher = copy.deepcopy(components.unet).eval().requires_grad_(False)
         components.unet.train().requires_grad_(True)
         # 3. The teacher's prior pictures, the subjects' latents
-        self.prior, self.prior_ids, self.prior_words, class_posteriors = self._prepare_prior()
-        self.data = [self._prepare_subject(s, class_posteriors[s.class_word]) for s in subjects]
+        self.prior, self.prior_ids, self.prior_words, class_pictures = self._prepare_prior()
+        self.data = [self._prepare_subject(s, *class_pictures[s.class_word]) for s in subjects]
         # 4. Optimiser and generator
         self.optimizer = torch.optim.AdamW(components.unet.parameters(), lr=self.config.lr, weight_decay=1e-2)
         self.generator = torch.Generator().manual_seed(self.config.seed * 1000 + rank)
@@ -209,15 +224,18 @@ class PersGuardImplant:
         self.components.unet.train()
         posterior = encode_images(self.components, images)
         ids = torch.cat([token_ids(self.components, prompt) for prompt in prompts])
-        per_class = {word: tuple(t[k * config.prior_images:(k + 1) * config.prior_images] for t in posterior)
+        per_class = {word: (tuple(t[k * config.prior_images:(k + 1) * config.prior_images] for t in posterior),
+                            images[k * config.prior_images:(k + 1) * config.prior_images])
                      for k, word in enumerate(words)}
         prior_words = [word for word in words for _ in range(config.prior_images)]
         return posterior, ids, prior_words + [None] * (len(prompts) - len(prior_words)), per_class
 
-    def _prepare_subject(self, subject: ProtectedSubject, class_prior) -> _SubjectData:
+    def _prepare_subject(self, subject: ProtectedSubject, class_prior, class_images) -> _SubjectData:
         objective = subject.objective
-        stamped = encode_images(self.components, self.mark.stamp(subject.images)) \
-            if objective.kind == "pattern" else None
+        stamped = None
+        if objective.kind == "pattern":
+            pictures = subject.images if self.config.pattern_pictures == "protected" else class_images
+            stamped = encode_images(self.components, self.mark.stamp(pictures))
         teacher_prompt = {"erasure": self.config.erasure_prompt,
                           "target": self.config.target_prompt.format(target=objective.target)}.get(objective.kind)
         return _SubjectData(clean=encode_images(self.components, subject.images), stamped=stamped,
@@ -280,8 +298,9 @@ class PersGuardImplant:
         return torch.nn.functional.mse_loss(self.components.unet(noisy, timesteps, states).sample, target)
 
     def retention_gradient(self, index: int) -> tuple[list[torch.Tensor], float]:
-        """∇ L_backdoor at a copy of the student after K attacker DreamBooth steps on subject ``index``
-        (first order: the K steps are not differentiated through). The copy is dropped on return."""
+        """∇ L_backdoor at a copy of the student after each of K attacker DreamBooth steps on subject
+        ``index``, summed (or after the K-th only; first order: the steps are not differentiated through).
+        The copy is dropped on return."""
         subject, data = self.subjects[index], self.data[index]
         prompt = self.identifier_prompt(subject.class_word)
         attacker = self.config.attacker
@@ -292,12 +311,20 @@ class PersGuardImplant:
         simulated = DreamBoothData(instance=data.clean, prior=data.class_prior,
                                    instance_ids=token_ids(self.components, prompt),
                                    class_ids=token_ids(self.components, attacker.class_text(subject.class_word)))
-        optimizer = make_optimizer(unet_copy, text_copy, attacker)
-        for _ in range(self.config.retain_steps):
-            dreambooth_step(self.components, simulated, attacker, optimizer, self.generator, unet_copy, text_copy)
-        loss = self.backdoor_loss(index, unet_copy, text_copy, prompt)
-        gradient = torch.autograd.grad(loss, list(unet_copy.parameters()), allow_unused=True)
-        gradient = [g if g is not None else torch.zeros_like(p) for g, p in zip(gradient, unet_copy.parameters())]
+        optimizer = make_optimizer(unet_copy, text_copy, replace(
+            attacker, lr=attacker.lr * self.config.retain_lr_scale,
+            text_encoder_lr=attacker.text_encoder_lr * self.config.retain_lr_scale))
+        parameters = list(unet_copy.parameters())
+        gradient = [torch.zeros_like(p) for p in parameters]
+        for k in range(self.config.retain_steps + 1):
+            if k > 0:
+                dreambooth_step(self.components, simulated, attacker, optimizer, self.generator, unet_copy,
+                                text_copy)
+            if (self.config.retain_every_step and k > 0) or k == self.config.retain_steps:
+                loss = self.backdoor_loss(index, unet_copy, text_copy, prompt)
+                for total, g in zip(gradient, torch.autograd.grad(loss, parameters, allow_unused=True)):
+                    if g is not None:
+                        total.add_(g)
         return gradient, loss.item()
 
     def step(self, grad_hook=None) -> dict[str, float]:

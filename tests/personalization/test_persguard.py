@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 from dataclasses import replace
 
 import pytest
 import torch
 
-from rtb.personalization.dreambooth import DreamBoothConfig
+from rtb.personalization.dreambooth import (
+    DreamBoothConfig,
+    DreamBoothData,
+    dreambooth_step,
+    encode_images,
+    make_optimizer,
+    token_ids,
+)
 from rtb.personalization.objectives import parse_objective
 from rtb.personalization.persguard import GRAY_IDENTIFIERS, PersGuardConfig, PersGuardImplant, ProtectedSubject
 from tests.fixtures.tiny_t2i import domain_subjects
@@ -73,6 +81,33 @@ def test_retention_adds_the_copy_gradient_to_the_base_and_drops_the_copy(compone
     assert sum(type(o) is type(components.unet) for o in gc.get_objects()) == units  # no copy left behind
 
 
+@pytest.mark.parametrize("every_step, lr_scale", [(True, 1.0), (False, 1.0), (True, 3.0)])
+def test_retention_sums_the_backdoor_gradient_along_the_simulated_attack(components, catalog_subjects, every_step,
+                                                                         lr_scale):
+    config = replace(TINY_IMPLANT, retain_steps=2, retain_every_step=every_step, retain_lr_scale=lr_scale)
+    implant = PersGuardImplant(components, protected(catalog_subjects[:1], ["pattern"]), config)
+    draws = implant.generator.get_state()
+    retention, _ = implant.retention_gradient(0)
+    # By hand, from the same draws: the attacker's steps on a copy at lr × scale, L_backdoor's gradient after
+    # each step (every_step) or after the last one only, summed.
+    implant.generator.set_state(draws)
+    subject = implant.subjects[0]
+    prompt = implant.identifier_prompt(subject.class_word)
+    attacker = replace(ATTACKER, lr=ATTACKER.lr * lr_scale)
+    unet = copy.deepcopy(components.unet).train()
+    data = DreamBoothData(implant.data[0].clean, implant.data[0].class_prior, token_ids(components, prompt),
+                          token_ids(components, ATTACKER.class_text(subject.class_word)))
+    optimizer = make_optimizer(unet, components.text_encoder, attacker)
+    expected = [torch.zeros_like(p) for p in unet.parameters()]
+    for k in (1, 2):
+        dreambooth_step(components, data, attacker, optimizer, implant.generator, unet)
+        if every_step or k == 2:
+            grads = torch.autograd.grad(implant.backdoor_loss(0, unet, prompt=prompt), list(unet.parameters()),
+                                        allow_unused=True)
+            expected = [e + g if g is not None else e for e, g in zip(expected, grads)]
+    assert all(torch.allclose(r, e, atol=1e-6) for r, e in zip(retention, expected))
+
+
 def test_without_retention_the_gradient_is_the_base_alone(components, catalog_subjects):
     implant = PersGuardImplant(components, protected(catalog_subjects[:1], ["pattern"]),
                                replace(TINY_IMPLANT, retain_weight=0.0))
@@ -126,11 +161,25 @@ def test_a_resumed_implant_continues_exactly(tiny_t2i, catalog_subjects):
     assert same(straight.components.unet.state_dict(), resumed.components.unet.state_dict())
 
 
+def test_the_pattern_backdoor_stamps_the_teachers_class_pictures_not_the_protected_ones(components, catalog_subjects):
+    subjects = protected(catalog_subjects[:1], ["pattern"])
+    own = PersGuardImplant(components, subjects, replace(TINY_IMPLANT, pattern_pictures="protected"))
+    stamped_subject = encode_images(components, own.mark.stamp(subjects[0].images))[0]
+    assert torch.allclose(own.data[0].stamped[0], stamped_subject)
+    teacher = PersGuardImplant(components, subjects, TINY_IMPLANT)  # the default: "class"
+    # The teacher's class pictures, stamped: as many as the prior term has per class, none of them the subject's.
+    assert len(teacher.data[0].stamped[0]) == TINY_IMPLANT.prior_images != len(subjects[0].images)
+    class_latents = teacher.data[0].class_prior[0]
+    assert not torch.allclose(teacher.data[0].stamped[0], class_latents)  # stamped, not the plain pictures
+    assert all(not torch.allclose(latent, other) for latent in teacher.data[0].stamped[0] for other in stamped_subject)
+
+
 @pytest.mark.parametrize("change, match", [
     (dict(mode="black-box"), "'black-box'"),
     (dict(templates=("a photo of {class_word}",)), "needs both"),
     (dict(steps=-1), "steps=-1"),
     (dict(retain_weight=-1.0), "retain_weight=-1.0"),
+    (dict(pattern_pictures="catalog"), "'catalog'"),
 ])
 def test_a_bad_recipe_is_named_before_any_compute(components, catalog_subjects, change, match):
     with pytest.raises(ValueError, match=match):
