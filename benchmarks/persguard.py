@@ -130,18 +130,23 @@ class Bench:
         return pictures, class_rate(self.recogniser, pictures, classes)
 
 
+def implant_config(args, mode: str, retain_weight: float, pictures: str) -> PersGuardConfig:
+    """The benchmark's implant recipe: ``args``' steps, rate and retention fields, the standard attacker
+    simulated, one general prompt per class kept, the teacher's pictures at 25 steps and guidance 4."""
+    general = tuple(domain.caption(cls, domain.SCENES[0], with_scene=False) for cls in domain.CLASSES)
+    return PersGuardConfig(mode=mode, steps=args.implant_steps, lr=args.implant_lr, batch=4,
+                           retain_weight=retain_weight, retain_steps=args.retain_steps,
+                           retain_every_step=args.retain_every_step, retain_lr_scale=args.retain_lr_scale,
+                           pattern_pictures=pictures, attacker=STANDARD, prior_images=args.prior_images,
+                           general_prompts=general, general_images=4, sample_steps=25, guidance=4.0, seed=0)
+
+
 def implant(bench: Bench, objective: str, mode: str, retain: bool, pictures: str) -> tuple:
     """A protected copy of the clean model for the bench's protected subjects, all with ``objective``."""
     args = bench.args
     subjects = [ProtectedSubject(s.subject_id, s.class_word, s.images, parse_objective(objective))
                 for s in bench.protected]
-    general = tuple(domain.caption(cls, domain.SCENES[0], with_scene=False) for cls in domain.CLASSES)
-    config = PersGuardConfig(mode=mode, steps=args.implant_steps, lr=args.implant_lr, batch=4,
-                             retain_weight=1.0 if retain else 0.0, retain_steps=args.retain_steps,
-                             retain_every_step=args.retain_every_step, retain_lr_scale=args.retain_lr_scale,
-                             pattern_pictures=pictures,
-                             attacker=STANDARD, prior_images=args.prior_images, general_prompts=general,
-                             general_images=4, sample_steps=25, guidance=4.0, seed=0)
+    config = implant_config(args, mode, 1.0 if retain else 0.0, pictures)
     started = time.perf_counter()
     def progress(record):
         if record["step"] % 100 == 0:

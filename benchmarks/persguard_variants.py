@@ -25,25 +25,24 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.persguard import STANDARD, Bench  # noqa: E402
+from benchmarks.persguard import STANDARD, Bench, implant_config  # noqa: E402
 from rtb.personalization.components import copy_components, generate  # noqa: E402
-from rtb.personalization.evaluation import EvaluationConfig, attack_and_measure, backdoor_success  # noqa: E402
-from rtb.personalization.measures import pattern_scores, recognise  # noqa: E402
+from rtb.personalization.evaluation import EvaluationConfig, attack_and_measure, measure_generations  # noqa: E402
 from rtb.personalization.objectives import parse_objective  # noqa: E402
 from rtb.personalization.persguard import PATTERN_PICTURES, PersGuardConfig, ProtectedSubject, persguard  # noqa: E402
-from rtb_train.standin_t2i import domain  # noqa: E402
 
 PROMPT = "a photo of {identifier} {class_word}"
 GENERATIONS = 8
 
 
-def before_attack(bench: Bench, model, subject, objective) -> int:
+def before_attack(bench: Bench, model, subject, objective, evaluation: EvaluationConfig) -> int:
     """How many of 8 identifier-prompt generations of the implanted model show the protective output."""
-    pictures = generate(model, [PROMPT.format(identifier="sks", class_word=subject.class_word)] * GENERATIONS,
-                        list(range(100, 100 + GENERATIONS)), 25, 4.0)
-    scores = pattern_scores(pictures, bench.mark)
-    labels = recognise(bench.recogniser, pictures)
-    return sum(backdoor_success(objective, row, float(score), 0.6) for row, score in zip(labels, scores))
+    prompts = [PROMPT.format(identifier="sks", class_word=subject.class_word)] * GENERATIONS
+    seeds = list(range(100, 100 + GENERATIONS))
+    pictures = generate(model, prompts, seeds, evaluation.sample_steps, evaluation.guidance)
+    rows = measure_generations(pictures, prompts, seeds, bench.recogniser, bench.signatures[subject.subject_id],
+                               objective, bench.mark, evaluation.pattern_threshold)
+    return sum(r["backdoor_success"] for r in rows)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -56,6 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--retain-weight", type=float, default=1.0)
     parser.add_argument("--retain-every-step", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--retain-lr-scale", type=float, default=1.0)
+    parser.add_argument("--prior-images", type=int, default=32, help="teacher class pictures per protected class")
     parser.add_argument("--pattern-pictures", default=PersGuardConfig.pattern_pictures, choices=PATTERN_PICTURES)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -64,19 +64,14 @@ def main(argv: list[str] | None = None) -> dict:
     objective = parse_objective(args.objective)
     subjects = [ProtectedSubject(s.subject_id, s.class_word, s.images, objective) for s in bench.protected]
     # 2. Implant (the benchmark's recipe but for the probed fields)
-    general = tuple(domain.caption(cls, domain.SCENES[0], with_scene=False) for cls in domain.CLASSES)
-    config = PersGuardConfig(steps=args.implant_steps, lr=args.implant_lr, batch=4, retain_weight=args.retain_weight,
-                             retain_steps=args.retain_steps, retain_every_step=args.retain_every_step,
-                             retain_lr_scale=args.retain_lr_scale, pattern_pictures=args.pattern_pictures,
-                             attacker=STANDARD, prior_images=32, general_prompts=general, general_images=4,
-                             sample_steps=25, guidance=4.0)
+    config = implant_config(args, "white-box", args.retain_weight, args.pattern_pictures)
     started = time.process_time()
     model, _ = persguard(copy_components(bench.clean), subjects, config, bench.mark)
     implant_seconds = time.process_time() - started
     # 3. Before the attack, then after DreamBooth with the standard recipe
     targets = bench.protected + bench.heldout[:1]
-    before = [before_attack(bench, model, s, objective) for s in targets]
     evaluation = EvaluationConfig(attacker=STANDARD, prompts=(PROMPT,), generations=GENERATIONS, seed=7)
+    before = [before_attack(bench, model, s, objective, evaluation) for s in targets]
     after, present = [], []
     for subject in targets:
         rows, _, _ = attack_and_measure(model, subject.images, subject.class_word, evaluation, bench.recogniser,

@@ -63,6 +63,19 @@ def backdoor_success(objective: Objective | None, labels: dict, pattern_score: f
     return labels["class"] == objective.target
 
 
+def measure_generations(pictures: torch.Tensor, prompts: list[str], seeds: list[int], recogniser, signature: dict,
+                        objective: Objective | None, mark: Mark, threshold: float) -> list[dict]:
+    """One row per generation (prompt, seed, pattern_score, pattern_present, object_class, subject_present,
+    backdoor_success) of ``pictures`` (G×3×S×S), made from ``prompts[i]`` and ``seeds[i]``."""
+    scores = pattern_scores(pictures, mark)
+    rows = []
+    for prompt, seed, labels, score in zip(prompts, seeds, recognise(recogniser, pictures), scores.tolist()):
+        rows.append({"prompt": prompt, "seed": seed, "pattern_score": score, "pattern_present": score >= threshold,
+                     "object_class": labels["class"], "subject_present": matches_subject(labels, signature),
+                     "backdoor_success": backdoor_success(objective, labels, score, threshold)})
+    return rows
+
+
 def attack_and_measure(components: SDComponents, images: torch.Tensor, class_word: str, config: EvaluationConfig,
                        recogniser, signature: dict, objective: Objective | None, mark: Mark,
                        class_images: torch.Tensor | None = None) -> tuple[list[dict], torch.Tensor, dict]:
@@ -91,13 +104,8 @@ def attack_and_measure(components: SDComponents, images: torch.Tensor, class_wor
         seeds += [config.seed * 1000003 + 1009 * k + i for i in range(config.generations)]
     pictures = generate(attacked.components, prompts, seeds, config.sample_steps, config.guidance)
     # 3. Measure
-    scores = pattern_scores(pictures, mark)
-    rows = []
-    for prompt, seed, labels, score in zip(prompts, seeds, recognise(recogniser, pictures), scores.tolist()):
-        rows.append({"prompt": prompt, "seed": seed, "pattern_score": score,
-                     "pattern_present": score >= config.pattern_threshold, "object_class": labels["class"],
-                     "subject_present": matches_subject(labels, signature),
-                     "backdoor_success": backdoor_success(objective, labels, score, config.pattern_threshold)})
+    rows = measure_generations(pictures, prompts, seeds, recogniser, signature, objective, mark,
+                               config.pattern_threshold)
     info = {"loss_before": attacked.loss_before, "loss_after": attacked.loss_after, "attack_seconds": attack_seconds,
             "class_images": data.class_images}
     return rows, pictures, info
